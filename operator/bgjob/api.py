@@ -1,0 +1,344 @@
+"""The BackgroundJob API: the single source of truth for the CRD.
+
+``crds/backgroundjobs.bgjob.dev.yaml`` is generated from these models (``python -m bgjob.crd``)
+and a test fails when the two drift. Every field's description starts with its camelCase name,
+so ``kubectl explain`` reads like the Kubernetes reference. Cross-field rules live here as CEL
+(``x-kubernetes-validations``) so the API server rejects them at apply time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "bgjob.dev"
+VERSION = "v1alpha1"
+KIND = "BackgroundJob"
+PLURAL = "backgroundjobs"
+SINGULAR = "backgroundjob"
+SHORT_NAMES = ["bgj"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Labels and annotations of the contract.
+LABEL_OWNER = f"{GROUP}/backgroundjob"
+LABEL_TRIGGER = f"{GROUP}/trigger"
+ANN_RUN_NOW = f"{GROUP}/run-now"
+ANN_RUN_PARAMETERS = f"{GROUP}/run-parameters"
+ANN_RUN_FORCE = f"{GROUP}/run-force"
+ANN_CANCEL = f"{GROUP}/cancel"
+ANN_ATTEMPT = f"{GROUP}/attempt"
+ANN_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
+ANN_CRONJOB_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+
+HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+GO_DURATION = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Weekday(StrEnum):
+    MONDAY = "Monday"
+    TUESDAY = "Tuesday"
+    WEDNESDAY = "Wednesday"
+    THURSDAY = "Thursday"
+    FRIDAY = "Friday"
+    SATURDAY = "Saturday"
+    SUNDAY = "Sunday"
+
+
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class WeeklyAt(Model):
+    day: Weekday = Field(description="day is the day of the week the job runs on.")
+    time: str = Field(pattern=HHMM, description='time is the wall-clock time, "HH:MM" (24h).')
+
+
+class MonthlyAt(Model):
+    day: int = Field(
+        ge=1, le=31,
+        description="day is the day of the month (1-31); months without that day are skipped.",
+    )
+    time: str = Field(pattern=HHMM, description='time is the wall-clock time, "HH:MM" (24h).')
+
+
+class Schedule(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.cron), has(self.every), has(self.daily), has(self.weekly),"
+                    " has(self.monthly), has(self.at)].filter(x, x).size() == 1",
+                    "message": "schedule: set exactly one of cron, every, daily, weekly, "
+                    "monthly, at",
+                },
+                {
+                    "rule": "!has(self.every) || duration(self.every) >= duration('1m')",
+                    "message": "schedule.every: must be at least 1m",
+                    "fieldPath": ".every",
+                },
+            ]
+        }
+    )
+
+    cron: str | None = Field(
+        default=None, max_length=256,
+        description="cron is a 5-field cron expression or a macro (@hourly, @daily, @weekly, "
+        "@monthly, @yearly); the letter H in the minute or hour field picks a value from a "
+        "stable hash of namespace/name, to spread load.",
+    )
+    every: str | None = Field(
+        default=None, pattern=GO_DURATION,
+        description="every is an interval as a Go duration (30m, 2h, 90m), at least 1m. "
+        "Intervals that divide an hour or a day evenly become a native CronJob; others are "
+        "timed by the operator.",
+    )
+    daily: str | None = Field(
+        default=None, pattern=HHMM, description='daily runs the job every day at "HH:MM".'
+    )
+    weekly: WeeklyAt | None = Field(
+        default=None, description="weekly runs the job once a week on a day at a time."
+    )
+    monthly: MonthlyAt | None = Field(
+        default=None, description="monthly runs the job once a month on a day at a time."
+    )
+    at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="at runs the job once, at this RFC 3339 time.",
+    )
+    time_zone: str = Field(
+        default="UTC", max_length=64,
+        description="timeZone is the IANA time zone the schedule is read in (default UTC).",
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None, ge=0,
+        description="startingDeadlineSeconds is the misfire grace: a run that cannot start "
+        "this many seconds after its time is skipped and counted as missed.",
+    )
+
+
+class Backoff(Model):
+    initial_delay_seconds: int = Field(
+        default=60, ge=0, description="initialDelaySeconds is the delay before the first retry."
+    )
+    factor: float = Field(
+        default=2.0, ge=1.0, le=100.0,
+        description="factor multiplies the delay for each further retry.",
+    )
+    max_delay_seconds: int = Field(
+        default=3600, ge=0, description="maxDelaySeconds caps the delay between attempts."
+    )
+    jitter: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="jitter spreads each delay by up to this fraction, up or down.",
+    )
+
+
+class Retry(Model):
+    limit: int = Field(
+        default=0, ge=0, le=100,
+        description="limit is the number of extra attempts after the first (0 = none).",
+    )
+    backoff: Backoff = Field(
+        default_factory=Backoff, description="backoff sets the delay between attempts."
+    )
+    non_retryable_exit_codes: list[int] = Field(
+        default_factory=list, max_length=255,
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 255}},
+        description="nonRetryableExitCodes fail the run at once, without retry.",
+    )
+
+
+class AutoSuspend(Model):
+    after_consecutive_failures: int = Field(
+        ge=1, description="afterConsecutiveFailures suspends the schedule after this many "
+        "failed runs in a row.",
+    )
+
+
+class History(Model):
+    successful_jobs: int = Field(
+        default=3, ge=0, le=100, description="successfulJobs is how many finished successful "
+        "Jobs are kept.",
+    )
+    failed_jobs: int = Field(
+        default=3, ge=0, le=100, description="failedJobs is how many failed Jobs are kept.",
+    )
+    run_records: int = Field(
+        default=20, ge=1, le=100, description="runRecords is how many run records "
+        "status.runs keeps, newest first.",
+    )
+
+
+class BackgroundJobSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.retry) || !has(self.retry.nonRetryableExitCodes) || "
+                    "size(self.retry.nonRetryableExitCodes) == 0 || !has(self.template.spec) || "
+                    "!has(self.template.spec.template) || "
+                    "!has(self.template.spec.template.spec) || "
+                    "!has(self.template.spec.template.spec.restartPolicy) || "
+                    "self.template.spec.template.spec.restartPolicy == 'Never'",
+                    "message": "retry.nonRetryableExitCodes needs "
+                    "template.spec.template.spec.restartPolicy: Never",
+                    "fieldPath": ".retry.nonRetryableExitCodes",
+                }
+            ]
+        }
+    )
+
+    schedule: Schedule | None = Field(
+        default=None,
+        description="schedule says when the job runs; without it the job runs only when "
+        "triggered with the bgjob.dev/run-now annotation.",
+    )
+    suspend: bool = Field(
+        default=False, description="suspend pauses the schedule; manual runs still work."
+    )
+    concurrency_policy: ConcurrencyPolicy = Field(
+        default=ConcurrencyPolicy.FORBID,
+        description="concurrencyPolicy decides what happens when a run is due while another "
+        "is active: Allow runs both, Forbid skips the new one, Replace cancels the old one.",
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="parameters are passed to every run as "
+        "BGJOB_PARAM_<KEY> env vars and can be overridden per manual run.",
+    )
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="timeoutSeconds kills a run still going after this "
+        "long (the Job's activeDeadlineSeconds); it is recorded as DeadlineExceeded.",
+    )
+    retry: Retry = Field(
+        default_factory=Retry, description="retry re-runs failed runs as new Jobs with "
+        "exponential backoff.",
+    )
+    auto_suspend: AutoSuspend | None = Field(
+        default=None, description="autoSuspend suspends the schedule after a number of failed "
+        "runs in a row.",
+    )
+    history: History = Field(
+        default_factory=History, description="history sets how many Jobs and run records "
+        "are kept.",
+    )
+    template: dict[str, Any] = Field(
+        json_schema_extra={
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "x-kubernetes-validations": [
+                {"rule": "has(self.spec) && has(self.spec.template)",
+                 "message": "template.spec.template is required"}
+            ],
+        },
+        description="template is the batch/v1 JobTemplateSpec (metadata and Job spec) every "
+        "run is created from.",
+    )
+
+
+# ---------------------------------------------------------------------------- status
+
+
+class Condition(Model):
+    type: str = Field(description="type of the condition: Ready, Suspended, Failing, Overdue.")
+    status: str = Field(description="status is True, False or Unknown.")
+    reason: str = Field(description="reason is a CamelCase word for the last transition.")
+    message: str = Field(default="", description="message is a human-readable explanation.")
+    last_transition_time: str = Field(
+        description="lastTransitionTime is when the status last changed."
+    )
+    observed_generation: int = Field(
+        default=0, description="observedGeneration is the spec generation this was set for."
+    )
+
+
+class ScheduleStatus(Model):
+    kind: str = Field(description="kind is the schedule kind in use.")
+    cron: str = Field(default="", description="cron is the compiled cron expression, if any.")
+    time_zone: str = Field(default="UTC", description="timeZone of the schedule.")
+    description: str = Field(default="", description="description in words.")
+    mode: str = Field(description="mode is CronJob (native timing) or Operator.")
+    next_run_times: list[str] = Field(
+        default_factory=list, description="nextRunTimes are the next three run times (UTC)."
+    )
+
+
+class RunRef(Model):
+    job: str = Field(description="job is the name of the Job.")
+    trigger: str = Field(description="trigger is scheduled, manual or retry.")
+    attempt: int = Field(default=1, description="attempt is 1 for the first try.")
+    start_time: str | None = Field(default=None, description="startTime of the Job.")
+
+
+class RunRecord(Model):
+    job: str = Field(description="job is the name of the Job.")
+    trigger: str = Field(description="trigger is scheduled, manual or retry.")
+    attempt: int = Field(default=1, description="attempt is 1 for the first try.")
+    scheduled_time: str | None = Field(default=None, description="scheduledTime of the run.")
+    start_time: str | None = Field(default=None, description="startTime of the Job.")
+    completion_time: str | None = Field(default=None, description="completionTime of the Job.")
+    duration_seconds: float | None = Field(default=None, description="durationSeconds.")
+    result: str = Field(
+        description="result is Running, Succeeded, Failed, DeadlineExceeded or Cancelled."
+    )
+    exit_code: int | None = Field(default=None, description="exitCode of the main container.")
+    reason: str = Field(default="", description="reason the Job finished as it did.")
+    message: str = Field(default="", description="message from the Job's final condition.")
+
+
+class Stats(Model):
+    runs: int = Field(default=0, description="runs is the number of finished runs.")
+    succeeded: int = Field(default=0, description="succeeded runs.")
+    failed: int = Field(default=0, description="failed runs (including timeouts).")
+    success_rate: float | None = Field(default=None, description="successRate, 0 to 1.")
+    average_duration_seconds: float | None = Field(
+        default=None, description="averageDurationSeconds over finished runs."
+    )
+    consecutive_failures: int = Field(default=0, description="consecutiveFailures in a row.")
+    retries: int = Field(default=0, description="retries started.")
+    missed: int = Field(default=0, description="missed runs (misfires).")
+
+
+class PendingRetry(Model):
+    attempt: int = Field(description="attempt is the number the pending retry will have.")
+    next_retry_time: str = Field(description="nextRetryTime is when it starts.")
+    job: str = Field(description="job is the failed Job being retried.")
+
+
+class BackgroundJobStatus(Model):
+    observed_generation: int | None = Field(default=None, description="observedGeneration.")
+    conditions: list[Condition] = Field(default_factory=list, description="conditions.")
+    schedule: ScheduleStatus | None = Field(default=None, description="schedule as compiled.")
+    cron_job: str | None = Field(default=None, description="cronJob is the owned CronJob.")
+    active: list[RunRef] = Field(default_factory=list, description="active runs.")
+    last_schedule_time: str | None = Field(default=None, description="lastScheduleTime.")
+    last_successful_time: str | None = Field(default=None, description="lastSuccessfulTime.")
+    last_failure_time: str | None = Field(default=None, description="lastFailureTime.")
+    last_run: RunRecord | None = Field(default=None, description="lastRun finished or running.")
+    runs: list[RunRecord] = Field(default_factory=list, description="runs, newest first.")
+    stats: Stats = Field(default_factory=Stats, description="stats over all runs.")
+    retry: PendingRetry | None = Field(default=None, description="retry while one is pending.")
+    last_handled_run_now: str | None = Field(
+        default=None, description="lastHandledRunNow is the last run-now token acted on."
+    )
+
+
+class BackgroundJob(Model):
+    """Only what the reconciler reads of the object; metadata stays a plain dict."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    spec: BackgroundJobSpec = Field(description="spec of the BackgroundJob.")
+    status: BackgroundJobStatus = Field(
+        default_factory=BackgroundJobStatus, description="status observed by the operator."
+    )
