@@ -180,15 +180,44 @@ class History(Model):
     )
 
 
+def _open_object(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+            "description": description, **extra}
+
+
+# The Job template stays open (the API server judges it when a child is created), but the few
+# paths the CEL rules read are declared, because CEL cannot see undeclared fields.
+_TEMPLATE_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-preserve-unknown-fields": True,
+    "required": ["spec"],
+    "properties": {
+        "metadata": _open_object("metadata (labels, annotations) copied onto every Job."),
+        "spec": _open_object(
+            "spec is the batch/v1 JobSpec of every run.",
+            required=["template"],
+            properties={"template": _open_object(
+                "template is the pod template of the Job.",
+                required=["spec"],
+                properties={"spec": _open_object(
+                    "spec is the PodSpec; restartPolicy defaults to Never.",
+                    properties={"restartPolicy": {
+                        "type": "string", "enum": ["Never", "OnFailure"],
+                        "description": "restartPolicy of the Job's pods: Never (default) or "
+                        "OnFailure."}},
+                )},
+            )},
+        ),
+    },
+}
+
+
 class BackgroundJobSpec(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
                     "rule": "!has(self.retry) || !has(self.retry.nonRetryableExitCodes) || "
-                    "size(self.retry.nonRetryableExitCodes) == 0 || !has(self.template.spec) || "
-                    "!has(self.template.spec.template) || "
-                    "!has(self.template.spec.template.spec) || "
+                    "size(self.retry.nonRetryableExitCodes) == 0 || "
                     "!has(self.template.spec.template.spec.restartPolicy) || "
                     "self.template.spec.template.spec.restartPolicy == 'Never'",
                     "message": "retry.nonRetryableExitCodes needs "
@@ -233,14 +262,7 @@ class BackgroundJobSpec(Model):
         "are kept.",
     )
     template: dict[str, Any] = Field(
-        json_schema_extra={
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": True,
-            "x-kubernetes-validations": [
-                {"rule": "has(self.spec) && has(self.spec.template)",
-                 "message": "template.spec.template is required"}
-            ],
-        },
+        json_schema_extra={"type": "object", **_TEMPLATE_SCHEMA},
         description="template is the batch/v1 JobTemplateSpec (metadata and Job spec) every "
         "run is created from.",
     )

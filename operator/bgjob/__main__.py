@@ -1,0 +1,3 @@
+from bgjob.main import main
+
+main()

@@ -1,0 +1,128 @@
+"""``bgjob-operator``: runs the operator against the current kubeconfig or in-cluster config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from bgjob import api
+from bgjob.handlers import Controller, register
+from bgjob.k8s import Kube, load_config
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(), "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="bgjob-operator",
+        description="Reconciles BackgroundJobs (bgjob.dev/v1alpha1) into native CronJobs and Jobs.",
+    )
+    parser.add_argument("--namespace", action="append", default=None,
+                        help="watch only this namespace (repeatable; env BGJOB_NAMESPACE, "
+                        "comma-separated; default: all namespaces)")
+    parser.add_argument("--metrics-port", type=int, default=int(env("BGJOB_METRICS_PORT", "8080")),
+                        help="Prometheus /metrics port (env BGJOB_METRICS_PORT, default 8080)")
+    parser.add_argument("--health-port", type=int, default=int(env("BGJOB_HEALTH_PORT", "8081")),
+                        help="/healthz and /readyz port (env BGJOB_HEALTH_PORT, default 8081)")
+    parser.add_argument("--log-format", choices=["text", "json"],
+                        default=env("BGJOB_LOG_FORMAT", "text"),
+                        help="log format (env BGJOB_LOG_FORMAT, default text)")
+    parser.add_argument("--peering", action="store_true",
+                        default=env("BGJOB_PEERING", "") in ("1", "true"),
+                        help="coordinate with other replicas through kopf peering (one active)")
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"),
+                        help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    parser.add_argument("--listen-address", default=env("BGJOB_LISTEN_ADDRESS", "0.0.0.0"),
+                        help="address for the metrics and health servers")
+    args = parser.parse_args(argv)
+    if args.namespace is None:
+        args.namespace = [n for n in env("BGJOB_NAMESPACE", "").split(",") if n]
+    return args
+
+
+def setup_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Keep kopf's bookkeeping out of status and under our annotation prefix."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=api.GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
+    settings.posting.enabled = False
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = 64
+
+
+async def run(args: argparse.Namespace) -> None:
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    kube = Kube(load_config(args.kubeconfig))
+    registry = kopf.OperatorRegistry()
+    controller = Controller(kube)
+    register(registry, controller)
+
+    @kopf.on.startup(registry=registry)
+    def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings)
+
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_kubeconfig(**kwargs) if not os.environ.get(
+            "KUBERNETES_SERVICE_HOST") else kopf.login_with_service_account(**kwargs)
+
+    await kopf.operator(
+        registry=registry,
+        standalone=not args.peering,
+        peering_name="bgjob-operator" if args.peering else None,
+        namespaces=args.namespace,
+        clusterwide=not args.namespace,
+        liveness_endpoint=f"http://{args.listen_address}:{args.health_port}/healthz",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.log_format)
+    logging.getLogger("bgjob").info("bgjob-operator starting (namespaces: %s)",
+                                    ", ".join(args.namespace) or "all")
+    try:
+        asyncio.run(run(args))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

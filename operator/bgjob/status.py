@@ -1,0 +1,212 @@
+"""Pure status rules: observe Jobs, fold finished runs into stats exactly once, set conditions.
+
+Status is rebuilt from the children on every pass, except the true counters in ``stats``, which
+accumulate. A finished Job is folded in once: it is *counted* when its name is among the run
+records, or when it finished before the oldest record of a full ``runs`` list (it was pushed out
+of the list, so it was counted). All newly seen finished Jobs are folded oldest first in one pass,
+so a Job that finished while the operator was down is never older than that horizon.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from bgjob import api
+from bgjob.api import BackgroundJobStatus, Condition, RunRecord, RunRef, Stats
+
+RUNNING = "Running"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+CANCELLED = "Cancelled"
+ANN_CANCELLED = f"{api.GROUP}/cancelled"
+_EXIT_CODE = re.compile(r"exit code (\d+)")
+
+
+def fmt(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _final_condition(job: dict[str, Any]) -> dict[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def trigger_of(job: dict[str, Any]) -> str:
+    meta = job.get("metadata") or {}
+    if (meta.get("annotations") or {}).get("cronjob.kubernetes.io/instantiate") == "manual":
+        return "manual"  # kubectl create job --from=cronjob/...
+    return str((meta.get("labels") or {}).get(api.LABEL_TRIGGER, "scheduled"))
+
+
+def observe(job: dict[str, Any]) -> RunRecord:
+    """The run record of one Job as it is now."""
+    meta = job.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    status = job.get("status") or {}
+    final = _final_condition(job)
+    start = status.get("startTime") or meta.get("creationTimestamp")
+    scheduled = ann.get(api.ANN_CRONJOB_SCHEDULED) or ann.get(api.ANN_SCHEDULED_TIME)
+    attempt = int(ann.get(api.ANN_ATTEMPT, "1") or 1)
+    base = {"job": meta.get("name", ""), "trigger": trigger_of(job), "attempt": attempt,
+            "scheduled_time": scheduled or None, "start_time": start}
+    if final is None:
+        return RunRecord(**base, result=RUNNING)
+    done = status.get("completionTime") or final.get("lastTransitionTime")
+    begin, end = parse_time(start), parse_time(done)
+    duration = round((end - begin).total_seconds(), 3) if begin and end else None
+    reason, message = final.get("reason", "") or "", final.get("message", "") or ""
+    exit_code: int | None = None
+    if final["type"] == "Complete":
+        result, exit_code = SUCCEEDED, 0
+    elif ANN_CANCELLED in ann:
+        result = CANCELLED
+    elif reason == "DeadlineExceeded":
+        result = DEADLINE_EXCEEDED
+    else:
+        result = FAILED
+    if exit_code is None:
+        match = _EXIT_CODE.search(message)
+        exit_code = int(match.group(1)) if match else None
+    if ann.get(f"{api.GROUP}/exit-code", "").isdigit():
+        exit_code = int(ann[f"{api.GROUP}/exit-code"])
+    return RunRecord(**base, completion_time=done, duration_seconds=duration, result=result,
+                     exit_code=exit_code, reason=reason, message=message[:512])
+
+
+def is_failure(result: str) -> bool:
+    return result in (FAILED, DEADLINE_EXCEEDED)
+
+
+def _counted(rec: RunRecord, known: set[str], horizon: datetime | None) -> bool:
+    if rec.job in known:
+        return True
+    done = parse_time(rec.completion_time)
+    return horizon is not None and done is not None and done < horizon
+
+
+def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
+              run_records: int) -> BackgroundJobStatus:
+    """Fold the Jobs' current state into status: active runs, new finished runs, stats."""
+    records = [observe(j) for j in jobs]
+    active = sorted((r for r in records if r.result == RUNNING),
+                    key=lambda r: (r.start_time or "", r.job))
+    finished = [r for r in records if r.result != RUNNING]
+    known = {r.job for r in status.runs}
+    horizon: datetime | None = None
+    if len(status.runs) >= run_records:
+        times = [parse_time(r.completion_time) for r in status.runs]
+        present = [t for t in times if t is not None]
+        horizon = min(present) if present else None
+    new = sorted((r for r in finished if not _counted(r, known, horizon)),
+                 key=lambda r: (r.completion_time or "", r.job))
+
+    stats = status.stats
+    runs = list(status.runs)
+    last_success, last_failure = status.last_successful_time, status.last_failure_time
+    for rec in new:
+        stats = _count(stats, rec)
+        runs.insert(0, rec)
+        if rec.result == SUCCEEDED:
+            last_success = max(filter(None, [last_success, rec.completion_time]))
+        elif is_failure(rec.result):
+            last_failure = max(filter(None, [last_failure, rec.completion_time]))
+    runs = sorted(runs, key=lambda r: (r.completion_time or "", r.job), reverse=True)
+    runs = runs[:run_records]
+    # Records of Jobs that still exist are refreshed (e.g. an exit code learnt later).
+    by_name = {r.job: r for r in finished}
+    runs = [by_name.get(r.job, r) for r in runs]
+
+    latest_active = active[-1] if active else None
+    last_run = runs[0] if runs else status.last_run
+    if latest_active and (last_run is None or (latest_active.start_time or "") >
+                          (last_run.start_time or "")):
+        last_run = latest_active
+    return status.model_copy(update={
+        "active": [RunRef(job=r.job, trigger=r.trigger, attempt=r.attempt,
+                          start_time=r.start_time) for r in active],
+        "runs": runs,
+        "stats": stats,
+        "last_run": last_run,
+        "last_successful_time": last_success,
+        "last_failure_time": last_failure,
+    })
+
+
+def _count(stats: Stats, rec: RunRecord) -> Stats:
+    runs = stats.runs + 1
+    succeeded = stats.succeeded + (rec.result == SUCCEEDED)
+    failed = stats.failed + is_failure(rec.result)
+    consecutive = 0 if rec.result == SUCCEEDED else stats.consecutive_failures + is_failure(
+        rec.result)
+    avg = stats.average_duration_seconds
+    if rec.duration_seconds is not None:
+        prev_n = stats.runs  # runs with a duration: every counted run has one
+        avg = round(((avg or 0.0) * prev_n + rec.duration_seconds) / runs, 3)
+    decided = succeeded + failed
+    return stats.model_copy(update={
+        "runs": runs, "succeeded": succeeded, "failed": failed,
+        "consecutive_failures": consecutive, "average_duration_seconds": avg,
+        "success_rate": round(succeeded / decided, 4) if decided else None,
+    })
+
+
+def set_condition(conditions: list[Condition], ctype: str, status: bool, reason: str,
+                  message: str, generation: int, now: datetime) -> list[Condition]:
+    """Replace one condition; ``lastTransitionTime`` moves only when the status flips."""
+    value = "True" if status else "False"
+    old = next((c for c in conditions if c.type == ctype), None)
+    ltt = old.last_transition_time if old and old.status == value else fmt(now)
+    assert ltt is not None
+    new = Condition(type=ctype, status=value, reason=reason, message=message,
+                    last_transition_time=ltt, observed_generation=generation)
+    out = [c for c in conditions if c.type != ctype] + [new]
+    order = {"Ready": 0, "Suspended": 1, "Failing": 2, "Overdue": 3}
+    return sorted(out, key=lambda c: order.get(c.type, 9))
+
+
+def condition(status: BackgroundJobStatus, ctype: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == ctype), None)
+
+
+def failing_condition(status: BackgroundJobStatus) -> tuple[bool, str, str]:
+    last = next((r for r in status.runs), None)
+    if last is None:
+        return False, "NoRuns", "no run has finished yet"
+    if is_failure(last.result):
+        return True, "LastRunFailed", f"run {last.job} ended {last.result}" + (
+            f" (exit code {last.exit_code})" if last.exit_code is not None else "")
+    return False, "LastRunSucceeded", f"run {last.job} ended {last.result}"
+
+
+def to_dict(status: BackgroundJobStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """RFC 7386 merge patch turning ``old`` into ``new``; ``{}`` when they are equal."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            sub = merge_patch(old[key], value)
+            if isinstance(sub, dict) and isinstance(value, dict) and not sub:
+                continue
+            patch[key] = sub
+    return patch
