@@ -96,8 +96,6 @@ def _parse_field(text: str, f: Field) -> tuple[frozenset[int], bool]:
         if lo > hi:
             raise CronError(f"{f.name}: {part!r} starts after it ends")
         values.update(range(lo, hi + 1, step))
-    if f.name == "day of week" and 7 in values:  # robfig does not accept 7; keep parity
-        raise CronError("day of week: 7 is out of range 0-6")
     return frozenset(values), star
 
 

@@ -1,0 +1,107 @@
+"""Status folding: each finished Job counted exactly once; conditions; merge patches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bgjob import status as st
+from bgjob.api import BackgroundJobStatus
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def job(name: str, start: str, done: str | None = None, ok: bool = True,
+        reason: str = "", message: str = "", trigger: str = "scheduled",
+        annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    conds = []
+    if done:
+        conds = [{"type": "Complete" if ok else "Failed", "status": "True",
+                  "reason": reason or ("CompletionsReached" if ok else "BackoffLimitExceeded"),
+                  "message": message, "lastTransitionTime": done}]
+    return {
+        "metadata": {"name": name, "labels": {"bgjob.dev/trigger": trigger},
+                     "annotations": annotations or {}, "creationTimestamp": start},
+        "status": {"startTime": start, "conditions": conds,
+                   **({"completionTime": done} if done and ok else {})},
+    }
+
+
+def fold(status: BackgroundJobStatus, jobs: list[dict[str, Any]],
+         records: int = 20) -> BackgroundJobStatus:
+    return st.fold_runs(status, jobs, records)
+
+
+def test_running_job_is_active_and_last_run() -> None:
+    s = fold(BackgroundJobStatus(), [job("a", "2026-11-23T09:00:00Z")])
+    assert [r.job for r in s.active] == ["a"]
+    assert s.last_run is not None and s.last_run.result == "Running"
+    assert s.stats.runs == 0
+
+
+def test_finished_jobs_are_counted_once_across_passes() -> None:
+    jobs = [job("a", "2026-11-23T09:00:00Z", "2026-11-23T09:00:10Z"),
+            job("b", "2026-11-23T09:01:00Z", "2026-11-23T09:01:30Z", ok=False,
+                message="Container main failed with exit code 3")]
+    s = fold(BackgroundJobStatus(), jobs)
+    again = fold(s, jobs)
+    assert again == s
+    assert (s.stats.runs, s.stats.succeeded, s.stats.failed) == (2, 1, 1)
+    assert s.stats.success_rate == 0.5
+    assert s.stats.average_duration_seconds == 20.0
+    assert s.stats.consecutive_failures == 1
+    assert s.last_successful_time == "2026-11-23T09:00:10Z"
+    assert s.last_failure_time == "2026-11-23T09:01:30Z"
+    assert [r.job for r in s.runs] == ["b", "a"]
+    assert s.runs[0].exit_code == 3 and s.runs[1].exit_code == 0
+
+
+def test_pruned_jobs_are_not_recounted_and_records_are_bounded() -> None:
+    s = BackgroundJobStatus()
+    for i in range(5):
+        s = fold(s, [job(f"j{i}", f"2026-11-23T09:0{i}:00Z", f"2026-11-23T09:0{i}:05Z")],
+                 records=3)
+    assert s.stats.runs == 5
+    assert [r.job for r in s.runs] == ["j4", "j3", "j2"]
+    # j0 still exists (history kept more Jobs than records): pushed out, so never recounted.
+    s2 = fold(s, [job("j0", "2026-11-23T09:00:00Z", "2026-11-23T09:00:05Z")], records=3)
+    assert s2.stats.runs == 5
+
+
+def test_jobs_finished_while_down_are_all_counted_oldest_first() -> None:
+    jobs = [job(f"j{i}", f"2026-11-23T09:0{i}:00Z", f"2026-11-23T09:0{i}:05Z", ok=i != 2)
+            for i in range(4)]
+    s = fold(BackgroundJobStatus(), jobs, records=2)
+    assert (s.stats.runs, s.stats.failed, s.stats.consecutive_failures) == (4, 1, 0)
+    assert [r.job for r in s.runs] == ["j3", "j2"]
+
+
+def test_result_classification() -> None:
+    deadline = st.observe(job("d", "2026-11-23T09:00:00Z", "2026-11-23T09:10:00Z", ok=False,
+                              reason="DeadlineExceeded"))
+    assert deadline.result == "DeadlineExceeded" and deadline.duration_seconds == 600
+    cancelled = st.observe(job("c", "2026-11-23T09:00:00Z", "2026-11-23T09:01:00Z", ok=False,
+                               annotations={st.ANN_CANCELLED: "tok"}))
+    assert cancelled.result == "Cancelled"
+    manual = st.observe(job("m", "2026-11-23T09:00:00Z",
+                            annotations={"cronjob.kubernetes.io/instantiate": "manual"}))
+    assert manual.trigger == "manual"
+    scheduled = st.observe(job("s", "2026-11-23T09:00:00Z", annotations={
+        "batch.kubernetes.io/cronjob-scheduled-timestamp": "2026-11-23T09:00:00Z"}))
+    assert scheduled.scheduled_time == "2026-11-23T09:00:00Z"
+
+
+def test_condition_transition_time_moves_only_on_flips() -> None:
+    c1 = st.set_condition([], "Ready", True, "Scheduled", "", 1, NOW)
+    later = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
+    c2 = st.set_condition(c1, "Ready", True, "Scheduled", "x", 2, later)
+    assert c2[0].last_transition_time == "2026-11-23T10:00:00Z"
+    c3 = st.set_condition(c2, "Ready", False, "InvalidSchedule", "bad", 3, later)
+    assert c3[0].last_transition_time == "2026-11-23T11:00:00Z"
+
+
+def test_merge_patch_is_minimal() -> None:
+    old = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1], "gone": 1}
+    new = {"a": 1, "b": {"c": 2, "d": 4}, "e": [1, 2]}
+    assert st.merge_patch(old, new) == {"b": {"d": 4}, "e": [1, 2], "gone": None}
+    assert st.merge_patch(new, new) == {}
