@@ -23,7 +23,7 @@ import localcluster  # noqa: E402
 T = TypeVar("T")
 
 
-def eventually(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.5,
+def eventually(fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.5,
                what: str = "condition") -> T:
     """Poll ``fn`` until it returns a truthy value (or stops raising AssertionError)."""
     deadline = time.monotonic() + timeout
@@ -63,7 +63,7 @@ class Cluster:
             raise AssertionError(res.stderr)
         return dict(json.loads(res.stdout))
 
-    def list(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+    def items(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
         args = ["-n", namespace, "get", kind, "-o", "json"]
         if selector:
             args += ["-l", selector]
@@ -73,8 +73,8 @@ class Cluster:
         self.kubectl("-n", namespace, "apply", "-f", "-", input=manifest)
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        items = self.list("events", namespace)
-        return [e for e in items if e["involvedObject"].get("name") == name]
+        return [e for e in self.items("events", namespace)
+                if e["involvedObject"].get("name") == name]
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +157,7 @@ def _mark_operator_log(request: pytest.FixtureRequest) -> None:
     """Remember where the operator log stood when the test began (see the report hook)."""
     if "operator" in request.fixturenames:
         op: Operator = request.getfixturevalue("operator")
-        request.node.operator_log_offset = op.log_size()  # type: ignore[attr-defined]
+        request.node.operator_log_offset = op.log_size()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -245,7 +245,8 @@ class LocalCluster:
         path = self.workdir / "audit-policy.yaml"
         path.write_text(
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
-            "rules:\n- level: Metadata\n  verbs: [create, update, patch, delete, deletecollection]\n"
+            "rules:\n- level: Metadata\n"
+            "  verbs: [create, update, patch, delete, deletecollection]\n"
             "- level: None\n"
         )
         return path

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger("poddriver")
 PREFIX = "sim.bgjob.dev/"

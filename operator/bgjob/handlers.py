@@ -72,7 +72,8 @@ class Controller:
         cronjobs = [c for c in self.cronjobs.get(key, [])]
         owned = [c for c in cronjobs if any(r.get("uid") == uid for r in
                                             c["metadata"].get("ownerReferences") or [])]
-        return Observed(bj=bj, jobs=jobs, cronjob=(owned or cronjobs or [None])[0])
+        chosen = owned or cronjobs
+        return Observed(bj=bj, jobs=jobs, cronjob=chosen[0] if chosen else None)
 
     async def reconcile(self, key: Key) -> None:
         if key in self.pending:
@@ -119,33 +120,33 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     owned = {api.LABEL_OWNER: kopf.PRESENT}
 
     @kopf.index(api.GROUP, api.VERSION, api.PLURAL, id="bgjob_index", registry=registry)
-    def bgjob_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> Any:
-        return {(namespace, name): _slim(body, keep_spec=True)}
+    def bgjob_index(**kw: Any) -> Any:
+        return {(kw["namespace"], kw["name"]): _slim(kw["body"], keep_spec=True)}
 
     @kopf.index("batch", "v1", "jobs", labels=owned, id="job_index", registry=registry)
-    def job_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> Any:
-        return {(namespace, labels[api.LABEL_OWNER]): _slim(body, keep_spec=False)}
+    def job_index(**kw: Any) -> Any:
+        return {(kw["namespace"], kw["labels"][api.LABEL_OWNER]): _slim(kw["body"], False)}
 
     @kopf.index("batch", "v1", "cronjobs", labels=owned, id="cronjob_index",
                 registry=registry)
-    def cronjob_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> Any:
-        return {(namespace, labels[api.LABEL_OWNER]): _slim(body, keep_spec=False)}
+    def cronjob_index(**kw: Any) -> Any:
+        return {(kw["namespace"], kw["labels"][api.LABEL_OWNER]): _slim(kw["body"], False)}
 
     @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, registry=registry)
-    async def bgjob_event(event: kopf.RawEvent, namespace: str, name: str,
-                          **kwargs: Any) -> None:
-        controller.bind(kwargs)
-        if event.get("type") == "DELETED":
-            controller.forget((namespace, name))
+    async def bgjob_event(**kw: Any) -> None:
+        controller.bind(kw)
+        key = (kw["namespace"], kw["name"])
+        if kw["event"].get("type") == "DELETED":
+            controller.forget(key)
             return
-        await controller.reconcile((namespace, name))
+        await controller.reconcile(key)
 
     @kopf.on.event("batch", "v1", "jobs", labels=owned, registry=registry)
-    async def job_event(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
-        controller.bind(kwargs)
-        await controller.reconcile((namespace, labels[api.LABEL_OWNER]))
+    async def job_event(**kw: Any) -> None:
+        controller.bind(kw)
+        await controller.reconcile((kw["namespace"], kw["labels"][api.LABEL_OWNER]))
 
     @kopf.on.event("batch", "v1", "cronjobs", labels=owned, registry=registry)
-    async def cronjob_event(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
-        controller.bind(kwargs)
-        await controller.reconcile((namespace, labels[api.LABEL_OWNER]))
+    async def cronjob_event(**kw: Any) -> None:
+        controller.bind(kw)
+        await controller.reconcile((kw["namespace"], kw["labels"][api.LABEL_OWNER]))

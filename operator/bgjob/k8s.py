@@ -8,6 +8,7 @@ errors the reconciler decides on, once, here at the border.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import Counter
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from bgjob import api
 
@@ -155,10 +156,8 @@ class Kube:
     def delete(self, api_version: str, plural: str, namespace: str, name: str,
                propagation: str = "Background") -> None:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
-        try:
+        with contextlib.suppress(NotFound):
             self.request("DELETE", path_for(api_version, plural, namespace, name), body)
-        except NotFound:
-            pass
 
     def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self.patch(api.API_VERSION, api.PLURAL, namespace, name, {"status": patch},
@@ -180,7 +179,5 @@ class Kube:
             "source": {"component": "bgjob-operator"},
             "reportingComponent": "bgjob.dev/operator", "reportingInstance": "bgjob-operator",
         }
-        try:
+        with contextlib.suppress(KubeError):
             self.request("POST", path_for("v1", "events", meta["namespace"]), body)
-        except KubeError:
-            pass

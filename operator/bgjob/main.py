@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -118,10 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging(args.log_format)
     logging.getLogger("bgjob").info("bgjob-operator starting (namespaces: %s)",
                                     ", ".join(args.namespace) or "all")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(args))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bgjob import api, manifests, schedule, status as st
+from bgjob import api, manifests, schedule
+from bgjob import status as st
 from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, ScheduleStatus
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
 
@@ -119,7 +120,8 @@ class Reconciler:
         self._run_events(old, new, out)
 
         ### 5: Schedule, conditions, observedGeneration.
-        new = self._schedule_status(new, spec, compiled, cronjob, now, problem)
+        anchor = st.parse_time(meta.get("creationTimestamp")) or now
+        new = self._schedule_status(new, spec, compiled, cronjob, now, anchor, problem)
         new = self._conditions(new, spec, problem, generation, now, out, old)
 
         ### 6: One status write, only when something changed; then the events.
@@ -219,14 +221,15 @@ class Reconciler:
     @staticmethod
     def _schedule_status(new: BackgroundJobStatus, spec: BackgroundJobSpec | None,
                          compiled: schedule.Compiled | None, cronjob: dict[str, Any] | None,
-                         now: datetime, problem: SpecProblem | None) -> BackgroundJobStatus:
+                         now: datetime, anchor: datetime,
+                         problem: SpecProblem | None) -> BackgroundJobStatus:
+        """``anchor`` (creation time) keeps operator-timed next runs stable between passes."""
         if problem is not None and problem.reason in ("InvalidSpec", "InvalidSchedule"):
             return new  # keep describing the schedule that still runs
         update: dict[str, Any] = {}
         if spec is None or compiled is None:
             update = {"schedule": None, "cron_job": None}
         else:
-            anchor = now
             nxt = [] if spec.suspend else schedule.next_run_times(compiled, now, anchor)
             update["schedule"] = ScheduleStatus(
                 kind=compiled.kind, cron=compiled.cron, time_zone=compiled.time_zone,

@@ -147,7 +147,8 @@ def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
         return Compiled("every", Mode.OPERATOR, tz, desc, interval=interval)
     if s.daily is not None:
         h, m = _hhmm(s.daily)
-        return Compiled("daily", Mode.CRONJOB, tz, f"At {s.daily}, every day", cron=f"{m} {h} * * *")
+        return Compiled("daily", Mode.CRONJOB, tz, f"At {s.daily}, every day",
+                        cron=f"{m} {h} * * *")
     if s.weekly is not None:
         h, m = _hhmm(s.weekly.time)
         return Compiled("weekly", Mode.CRONJOB, tz,

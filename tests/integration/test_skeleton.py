@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +39,7 @@ def test_cron_backgroundjob_runs_through_the_real_controllers(
 
     # 2. The real CronJob controller starts a Job at the minute; the pod driver finishes it;
     #    the operator records the run.
-    def succeeded() -> dict[str, object] | None:
+    def succeeded() -> dict[str, Any] | None:
         bj = cluster.get("bgj", "tick", namespace)
         status = (bj or {}).get("status") or {}
         last = status.get("lastRun") or {}
@@ -47,9 +47,9 @@ def test_cron_backgroundjob_runs_through_the_real_controllers(
 
     status = eventually(succeeded, 100, 1, what="a succeeded run")
     assert status["lastSuccessfulTime"]
-    assert status["lastRun"]["trigger"] == "scheduled"  # type: ignore[index]
-    assert status["stats"]["succeeded"] >= 1  # type: ignore[index]
-    job_name = status["lastRun"]["job"]  # type: ignore[index]
+    assert status["lastRun"]["trigger"] == "scheduled"
+    assert status["stats"]["succeeded"] >= 1
+    job_name = status["lastRun"]["job"]
     job = cluster.get("job", job_name, namespace)
     assert job is not None
     assert job["metadata"]["labels"]["bgjob.dev/backgroundjob"] == "tick"
@@ -69,7 +69,7 @@ def test_cron_backgroundjob_runs_through_the_real_controllers(
     cluster.kubectl("-n", namespace, "delete", "bgj", "tick", "--wait=true")
     eventually(lambda: cluster.get("cronjob", "tick", namespace) is None, 90, 1,
                what="CronJob garbage-collected")
-    eventually(lambda: not cluster.list("jobs", namespace, "bgjob.dev/backgroundjob=tick"), 90,
+    eventually(lambda: not cluster.items("jobs", namespace, "bgjob.dev/backgroundjob=tick"), 90,
                1, what="Jobs garbage-collected")
 
 
@@ -108,7 +108,7 @@ def test_bad_cron_sets_ready_false_naming_the_field(cluster: Cluster, operator: 
                                                     namespace: str) -> None:
     cluster.apply(EVERY_MINUTE.replace("* * * * *", "0 0 31 2 *"), namespace)
 
-    def ready_false() -> dict[str, str] | None:
+    def ready_false() -> dict[str, Any] | None:
         bj = cluster.get("bgj", "tick", namespace) or {}
         for cond in (bj.get("status") or {}).get("conditions") or []:
             if cond["type"] == "Ready" and cond["status"] == "False":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack" / "cluster"))
 
-from poddriver import Plan, plan_for  # noqa: E402
+from poddriver import Plan, plan_for
 
 
 def pod(annotations: dict[str, str] | None = None, env: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
