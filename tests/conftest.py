@@ -102,7 +102,8 @@ class Operator:
         self.health_port = localcluster.free_port()
 
     def start(self) -> None:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
+                   BGJOB_DEBUG="1")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bgjob", "--listen-address", "127.0.0.1",

@@ -114,6 +114,7 @@ class Controller:
         self.locks.pop(key, None)
         self.failures.pop(key, None)
         self.reconciler.recent_cronjobs.pop(key, None)
+        self.reconciler.written.pop(key, None)
 
 
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:

@@ -18,7 +18,10 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from bgjob import api
+from bgjob import __version__, api
+
+
+USER_AGENT = f"bgjob-operator/{__version__}"
 
 
 class KubeError(Exception):
@@ -75,7 +78,9 @@ def load_config(kubeconfig: str | None = None, context: str | None = None) -> cl
         config.load_kube_config(config_file=kubeconfig, context=context,
                                 client_configuration=cfg)
     cfg.connection_pool_maxsize = 32
-    return client.ApiClient(cfg)
+    api_client = client.ApiClient(cfg)
+    api_client.user_agent = USER_AGENT
+    return api_client
 
 
 def path_for(api_version: str, plural: str, namespace: str | None, name: str | None = None,

@@ -70,6 +70,8 @@ def setup_logging(fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("kopf").setLevel(logging.WARNING)
+    if os.environ.get("BGJOB_DEBUG"):
+        logging.getLogger("bgjob").setLevel(logging.DEBUG)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 

@@ -70,6 +70,9 @@ class Reconciler:
         # Children we created whose watch event has not arrived yet (like client-go's
         # "expectations"): without it a fast second pass would POST again and get a 409.
         self.recent_cronjobs: dict[tuple[str, str], dict[str, Any]] = {}
+        # The status we last wrote, keyed by the resourceVersion it was written over: until the
+        # watch delivers our own write, a pass sees the old object and must not write it again.
+        self.written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     def reconcile(self, obs: Observed) -> Outcome:
         now = self.clock()
@@ -79,6 +82,12 @@ class Reconciler:
         generation = int(meta.get("generation") or 0)
         out = Outcome()
         old_raw = dict(bj.get("status") or {})
+        rv = str(meta.get("resourceVersion", ""))
+        stale_rv, ours = self.written.get((ns, name), ("", {}))
+        if stale_rv and stale_rv == rv:
+            old_raw = ours  # the watch has not caught up with our last write yet
+        else:
+            self.written.pop((ns, name), None)
         try:
             old = BackgroundJobStatus.model_validate(old_raw)
         except ValidationError:  # a status from an older operator: rebuild it
@@ -127,8 +136,10 @@ class Reconciler:
         ### 6: One status write, only when something changed; then the events.
         patch = st.merge_patch(old_raw, st.to_dict(new))
         if patch:
+            log.debug("%s/%s status patch: %s", ns, name, patch)
             try:
                 self.kube.patch_status(ns, name, patch)
+                self.written[(ns, name)] = (rv, st.to_dict(new))
                 out.status_written = True
             except NotFound:
                 return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -123,3 +124,40 @@ def test_bad_cron_sets_ready_false_naming_the_field(cluster: Cluster, operator: 
     eventually(lambda: any(e["reason"] == "InvalidSchedule" and e["type"] == "Warning"
                            for e in cluster.events(namespace, "tick")), 30,
                what="InvalidSchedule event")
+
+
+DAILY = EVERY_MINUTE.replace('{cron: "* * * * *"}', '{daily: "02:00"}').replace("tick", "quiet")
+
+
+def _operator_writes(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    """Writes in ``namespace`` made by the operator's client, from the API server's audit log."""
+    import json
+
+    path = cluster.lc.logs / "audit.log"
+    out = []
+    for line in path.read_text().splitlines():
+        ev = json.loads(line)
+        if (ev.get("objectRef") or {}).get("namespace") != namespace:
+            continue
+        if not ev.get("userAgent", "").startswith("bgjob-operator/"):
+            continue
+        out.append(ev)
+    return out
+
+
+def test_steady_state_costs_no_api_writes(cluster: Cluster, operator: Operator,
+                                          namespace: str) -> None:
+    cluster.apply(DAILY, namespace)
+    cluster.kubectl("-n", namespace, "wait", "--for=condition=Ready", "bgj/quiet",
+                    "--timeout=30s")
+    eventually(lambda: cluster.get("cronjob", "quiet", namespace), 30, what="CronJob")
+    time.sleep(2)  # let the watch echo of our own writes come back
+    settled = _operator_writes(cluster, namespace)
+    writes = sorted(" ".join([e["verb"], "/".join(filter(None, [
+        e["objectRef"]["resource"], e["objectRef"].get("subresource")]))]) for e in settled)
+    # Create: the CronJob, the status, the Scheduled event.
+    assert writes == ["create cronjobs", "create events", "patch backgroundjobs/status"], writes
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # "consistently": nothing more is written
+        assert len(_operator_writes(cluster, namespace)) == len(settled)
+        time.sleep(1)
