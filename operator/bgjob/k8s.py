@@ -20,7 +20,6 @@ from kubernetes.client.exceptions import ApiException
 
 from bgjob import __version__, api
 
-
 USER_AGENT = f"bgjob-operator/{__version__}"
 
 
