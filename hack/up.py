@@ -17,7 +17,7 @@ import localcluster  # noqa: E402
 def main() -> int:
     workdir = ROOT / ".local" / "cluster"
     with localcluster.running(workdir) as cluster:
-        print(f"control plane v{cluster.bin_dir.name} up in {cluster.start_seconds:.1f}s")
+        print(f"control plane ({cluster.bin_dir.name}) up in {cluster.start_seconds:.1f}s")
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                         "crd/backgroundjobs.bgjob.dev")
