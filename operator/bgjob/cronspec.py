@@ -128,7 +128,6 @@ def _offset(ts: float, zone: ZoneInfo) -> int:
 
 def go_date(y: int, mo: int, d: int, h: int, mi: int, zone: ZoneInfo) -> float:
     """Go's ``time.Date`` in ``zone``, as a UTC timestamp (normalising overflowing fields)."""
-    base = datetime(y, 1, 1, tzinfo=UTC)
     # Normalise month overflow then add days/hours/minutes as plain offsets, as Go does.
     y2, mo2 = y + (mo - 1) // 12, (mo - 1) % 12 + 1
     base = datetime(y2, mo2, 1, tzinfo=UTC)

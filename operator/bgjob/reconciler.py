@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bgjob import api, manifests, schedule
+from bgjob import manifests, schedule
 from bgjob import status as st
 from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, ScheduleStatus
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
@@ -247,7 +247,7 @@ class Reconciler:
                 description=compiled.description, mode=compiled.mode.value,
                 next_run_times=[t for t in (st.fmt(x) for x in nxt) if t],
             )
-            update["cron_job"] = compiled_name(cronjob) or None
+            update["cron_job"] = _name_of(cronjob) or None
             last = ((cronjob or {}).get("status") or {}).get("lastScheduleTime")
             if last and (new.last_schedule_time or "") < last:
                 update["last_schedule_time"] = last
@@ -283,8 +283,6 @@ class Reconciler:
         return new.model_copy(update={"conditions": conds, "observed_generation": generation})
 
 
-def compiled_name(cronjob: dict[str, Any] | None) -> str:
+def _name_of(cronjob: dict[str, Any] | None) -> str:
     return str(((cronjob or {}).get("metadata") or {}).get("name", ""))
 
-
-__all__ = ["Observed", "Outcome", "Reconciler", "api"]
