@@ -80,11 +80,9 @@ def _current_namespace(args: argparse.Namespace) -> str:
     from kubernetes import config
 
     try:
-        _, ctx = config.list_kube_config_contexts(config_file=args.kubeconfig)
-        name = args.context
-        if name:
-            contexts, _ = config.list_kube_config_contexts(config_file=args.kubeconfig)
-            ctx = next(c for c in contexts if c["name"] == name)
+        contexts, ctx = config.list_kube_config_contexts(config_file=args.kubeconfig)
+        if args.context:
+            ctx = next(c for c in contexts if c["name"] == args.context)
         return str(ctx["context"].get("namespace") or "default")
     except Exception:
         return "default"

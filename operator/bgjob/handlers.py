@@ -69,7 +69,7 @@ class Controller:
         bj = next(iter(self.bgjobs[key]))
         uid = bj["metadata"]["uid"]
         jobs = list(self.jobs.get(key, []))
-        cronjobs = [c for c in self.cronjobs.get(key, [])]
+        cronjobs = list(self.cronjobs.get(key, []))
         owned = [c for c in cronjobs if any(r.get("uid") == uid for r in
                                             c["metadata"].get("ownerReferences") or [])]
         chosen = owned or cronjobs
