@@ -113,8 +113,7 @@ class Controller:
             timer.cancel()
         self.locks.pop(key, None)
         self.failures.pop(key, None)
-        self.reconciler.recent_cronjobs.pop(key, None)
-        self.reconciler.written.pop(key, None)
+        self.reconciler.forget(key)
 
 
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:

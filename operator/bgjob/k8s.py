@@ -163,9 +163,13 @@ class Kube:
         with contextlib.suppress(NotFound):
             self.request("DELETE", path_for(api_version, plural, namespace, name), body)
 
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.patch(api.API_VERSION, api.PLURAL, namespace, name, {"status": patch},
-                          sub="status")
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any],
+                     resource_version: str = "") -> dict[str, Any]:
+        """A merge patch of status; with ``resource_version`` it fails (409) on a stale view."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return self.patch(api.API_VERSION, api.PLURAL, namespace, name, body, sub="status")
 
     def event(self, bj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the BackgroundJob; failures to record are never fatal."""

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from bgjob import manifests, schedule
+from bgjob import api, manifests, schedule, timing, triggers
 from bgjob import status as st
-from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, ScheduleStatus
+from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, ConcurrencyPolicy, ScheduleStatus
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
+from bgjob.triggers import Action
 
 log = logging.getLogger("bgjob.reconciler")
 
@@ -63,90 +64,389 @@ def _controlled_by(obj: dict[str, Any], uid: str) -> bool:
     return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
+ANN_MISSED_THROUGH = f"{api.GROUP}/missed-through"
+CONFLICT_RETRY_SECONDS = 1.0
+
+
+def _rv(obj: dict[str, Any] | None) -> int:
+    """resourceVersion as a number (etcd revisions are); 0 when absent or opaque."""
+    text = str(((obj or {}).get("metadata") or {}).get("resourceVersion", ""))
+    return int(text) if text.isdigit() else 0
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    return st.observe(job).result != st.RUNNING
+
+
+@dataclass
+class Pass:
+    """Everything one reconcile pass reads and decides, so the steps stay short."""
+
+    bj: dict[str, Any]
+    now: datetime
+    ns: str
+    name: str
+    generation: int
+    annotations: dict[str, str]
+    base_rv: str
+    old_raw: dict[str, Any]
+    old: BackgroundJobStatus
+    new: BackgroundJobStatus
+    jobs: dict[str, dict[str, Any]]
+    out: Outcome = field(default_factory=Outcome)
+    spec: BackgroundJobSpec | None = None
+    compiled: schedule.Compiled | None = None
+    problem: SpecProblem | None = None
+    trigger_problem: SpecProblem | None = None
+    cronjob: dict[str, Any] | None = None
+    annotation_updates: dict[str, str] = field(default_factory=dict)
+    overdue: tuple[datetime, bool] | None = None  # due time, and whether it is missed for good
+
+    def wake_at(self, when: datetime | None) -> None:
+        if when is None:
+            return
+        delay = max(0.05, (when - self.now).total_seconds())
+        if self.out.requeue_after is None or delay < self.out.requeue_after:
+            self.out.requeue_after = delay
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.out.events.append((type_, reason, message))
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        """Running Jobs not already being cancelled."""
+        return [j for j in self.jobs.values() if not _finished(j)
+                and st.ANN_CANCELLED not in (j["metadata"].get("annotations") or {})]
+
+
 class Reconciler:
     def __init__(self, kube: Kube, clock: Callable[[], datetime] | None = None) -> None:
         self.kube = kube
         self.clock = clock or (lambda: datetime.now(UTC))
-        # Children we created whose watch event has not arrived yet (like client-go's
-        # "expectations"): without it a fast second pass would POST again and get a 409.
+        # Children we created or changed whose watch event has not arrived yet (like
+        # client-go's "expectations"): without them a fast second pass would act twice.
         self.recent_cronjobs: dict[tuple[str, str], dict[str, Any]] = {}
-        # The status we last wrote, keyed by the resourceVersion it was written over: until the
-        # watch delivers our own write, a pass sees the old object and must not write it again.
-        self.written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self.recent_jobs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        # Our last write to each BackgroundJob (response resourceVersion, status, annotations):
+        # until the watch delivers an object at least that new, a pass builds on what we wrote.
+        self.written: dict[tuple[str, str], tuple[int, dict[str, Any], dict[str, str]]] = {}
+        # Jobs we pruned that the watch still shows: never delete them twice.
+        self.deleted_jobs: dict[tuple[str, str], set[str]] = {}
+
+    def forget(self, key: tuple[str, str]) -> None:
+        for cache in (self.recent_cronjobs, self.recent_jobs, self.written, self.deleted_jobs):
+            cache.pop(key, None)
 
     def reconcile(self, obs: Observed) -> Outcome:
-        now = self.clock()
+        ctx = self._begin(obs)
+
+        ### 1: Load the spec; what the schema could not reject becomes InvalidSpec.
+        try:
+            ctx.spec = BackgroundJobSpec.model_validate(ctx.bj.get("spec") or {})
+        except ValidationError as exc:
+            ctx.problem = SpecProblem("InvalidSpec", validation_message(exc))
+
+        ### 2: Compile the schedule (InvalidSchedule names the field).
+        if ctx.spec is not None and ctx.spec.schedule is not None:
+            try:
+                compiled = schedule.compile_schedule(ctx.spec.schedule, ctx.ns, ctx.name)
+                ctx.compiled = replace(compiled, anchor=self._created(ctx))
+            except schedule.ScheduleError as exc:
+                ctx.problem = SpecProblem("InvalidSchedule", str(exc))
+
+        ### 3: Bring the CronJob in line (only with a valid spec; never on a bad one).
+        self._step_cronjob(ctx, obs)
+
+        ### 4: Fold what the Jobs show into status (always: runs go on under a bad edit).
+        run_records = ctx.spec.history.run_records if ctx.spec else max(len(ctx.old.runs), 20)
+        ctx.new = st.fold_runs(ctx.new, ctx.jobs.values(), run_records)
+        self._run_events(ctx.old, ctx.new, ctx.out)
+
+        ### 5: A new cancel token stops every active run.
+        self._step_cancel(ctx)
+
+        ### 6: A new run-now token starts one manual run (suspended or not).
+        self._step_run_now(ctx)
+
+        ### 7: Scheduled runs: start the due one (Operator mode) and judge missed/overdue ones.
+        self._step_schedule(ctx)
+
+        ### 8: Schedule description, conditions, observedGeneration.
+        ctx.new = self._schedule_status(ctx.new, ctx.spec, ctx.compiled, ctx.cronjob, ctx.now,
+                                        ctx.problem)
+        ctx.new = self._conditions(ctx)
+
+        ### 9: Write our annotations and status (only what changed), then the events.
+        if not self._write(ctx):
+            return ctx.out
+
+        ### 10: Prune finished Jobs we own beyond the history limits (now that they are counted).
+        self._step_prune(ctx)
+        return ctx.out
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _begin(self, obs: Observed) -> Pass:
         bj = obs.bj
         meta = bj["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        generation = int(meta.get("generation") or 0)
-        out = Outcome()
+        key = (ns, name)
         old_raw = dict(bj.get("status") or {})
-        rv = str(meta.get("resourceVersion", ""))
-        stale_rv, ours = self.written.get((ns, name), ("", {}))
-        if stale_rv and stale_rv == rv:
-            old_raw = ours  # the watch has not caught up with our last write yet
+        annotations = dict(meta.get("annotations") or {})
+        base_rv = str(meta.get("resourceVersion", ""))
+        cached = self.written.get(key)
+        if cached is not None and cached[0] > _rv(bj):
+            base_rv, old_raw = str(cached[0]), cached[1]  # the watch is behind our own write
+            annotations.update(cached[2])
         else:
-            self.written.pop((ns, name), None)
+            self.written.pop(key, None)
         try:
             old = BackgroundJobStatus.model_validate(old_raw)
         except ValidationError:  # a status from an older operator: rebuild it
             old = BackgroundJobStatus()
-        new = old
-        problem: SpecProblem | None = None
+        jobs = {j["metadata"]["name"]: j for j in obs.jobs}
+        gone = self.deleted_jobs.get(key)
+        if gone:
+            gone &= jobs.keys()  # forget deletions the watch has delivered
+            for job_name in gone:
+                del jobs[job_name]
+        recent = self.recent_jobs.get(key, {})
+        for job_name, job in list(recent.items()):
+            seen = jobs.get(job_name)
+            if seen is not None and _rv(seen) >= _rv(job):
+                del recent[job_name]  # the watch caught up
+            else:
+                jobs[job_name] = job
+        if not recent:
+            self.recent_jobs.pop(key, None)
+        return Pass(bj=bj, now=self.clock(), ns=ns, name=name,
+                    generation=int(meta.get("generation") or 0), annotations=annotations,
+                    base_rv=base_rv, old_raw=old_raw, old=old, new=old, jobs=jobs)
 
-        ### 1: Load the spec; what the schema could not reject becomes InvalidSpec.
-        spec: BackgroundJobSpec | None = None
-        compiled: schedule.Compiled | None = None
-        try:
-            spec = BackgroundJobSpec.model_validate(bj.get("spec") or {})
-        except ValidationError as exc:
-            problem = SpecProblem("InvalidSpec", validation_message(exc))
+    @staticmethod
+    def _created(ctx: Pass) -> datetime:
+        return st.parse_time(ctx.bj["metadata"].get("creationTimestamp")) or ctx.now
 
-        ### 2: Compile the schedule (InvalidSchedule names the field).
-        if spec is not None and spec.schedule is not None:
+    def _remember_job(self, ctx: Pass, job: dict[str, Any]) -> None:
+        ctx.jobs[job["metadata"]["name"]] = job
+        self.recent_jobs.setdefault((ctx.ns, ctx.name), {})[job["metadata"]["name"]] = job
+
+    # -- step 3 --------------------------------------------------------------------------
+
+    def _step_cronjob(self, ctx: Pass, obs: Observed) -> None:
+        key = (ctx.ns, ctx.name)
+        cached = self.recent_cronjobs.get(key)
+        ctx.cronjob = obs.cronjob
+        if cached is not None:
+            if obs.cronjob is not None and _rv(obs.cronjob) >= _rv(cached):
+                self.recent_cronjobs.pop(key, None)
+            else:
+                ctx.cronjob = cached
+        stuck = self._blocked_on_same_generation(ctx.old, ctx.generation)
+        if stuck:
+            ctx.out.requeue_after = RECHECK_CONFLICT_SECONDS
+        if ctx.problem is None and ctx.spec is not None and not stuck:
             try:
-                compiled = schedule.compile_schedule(spec.schedule, ns, name)
-            except schedule.ScheduleError as exc:
-                problem = SpecProblem("InvalidSchedule", str(exc))
-
-        ### 3: Bring the CronJob in line (only with a valid spec; never on a bad one).
-        cronjob = obs.cronjob or self.recent_cronjobs.get((ns, name))
-        if cronjob and obs.cronjob:
-            self.recent_cronjobs.pop((ns, name), None)
-        stuck = self._blocked_on_same_generation(old, generation)
-        if problem is None and spec is not None and not stuck:
-            try:
-                cronjob = self._sync_cronjob(bj, spec, compiled, cronjob, out)
+                ctx.cronjob = self._sync_cronjob(ctx.bj, ctx.spec, ctx.compiled, ctx.cronjob,
+                                                 ctx.out)
             except SpecProblem as exc:
-                problem = exc
-        elif stuck:
-            out.requeue_after = RECHECK_CONFLICT_SECONDS
+                ctx.problem = exc
 
-        ### 4: Fold what the Jobs show into status (always: runs go on under a bad edit).
-        run_records = spec.history.run_records if spec else max(len(old.runs), 20)
-        new = st.fold_runs(new, obs.jobs, run_records)
-        self._run_events(old, new, out)
+    # -- steps 5 to 7 --------------------------------------------------------------------
 
-        ### 5: Schedule, conditions, observedGeneration.
-        anchor = st.parse_time(meta.get("creationTimestamp")) or now
-        new = self._schedule_status(new, spec, compiled, cronjob, now, anchor, problem)
-        new = self._conditions(new, spec, problem, generation, now, out, old)
-
-        ### 6: One status write, only when something changed; then the events.
-        patch = st.merge_patch(old_raw, st.to_dict(new))
-        if patch:
-            log.debug("%s/%s status patch: %s", ns, name, patch)
+    def _cancel(self, ctx: Pass, jobs: list[dict[str, Any]], token: str) -> list[str]:
+        """Stop runs and keep their records: a 1 s deadline makes the Job controller end
+        them as failed; the annotation makes the record say Cancelled and stops retries."""
+        stopped = []
+        for job in jobs:
+            job_name = job["metadata"]["name"]
             try:
-                self.kube.patch_status(ns, name, patch)
-                self.written[(ns, name)] = (rv, st.to_dict(new))
-                out.status_written = True
+                patched = self.kube.patch("batch/v1", "jobs", ctx.ns, job_name, {
+                    "metadata": {"annotations": {st.ANN_CANCELLED: token}},
+                    "spec": {"activeDeadlineSeconds": 1},
+                })
             except NotFound:
-                return out
-        for type_, reason, message in out.events:
-            log.info("%s/%s %s: %s", ns, name, reason, message)
-            self.kube.event(bj, type_, reason, message)
-        return out
+                continue
+            self._remember_job(ctx, patched)
+            stopped.append(job_name)
+        return stopped
+
+    def _step_cancel(self, ctx: Pass) -> None:
+        token = triggers.pending_cancel(ctx.annotations)
+        if token is None:
+            return
+        stopped = self._cancel(ctx, ctx.active_jobs(), token)
+        ctx.annotation_updates[triggers.ANN_LAST_CANCEL] = token
+        ctx.new = ctx.new.model_copy(update={"retry": None})
+        ctx.event(NORMAL, "RunCancelled", f"Cancelled {len(stopped)} active run(s)"
+                  + (f": {', '.join(stopped)}" if stopped else " (none was active)"))
+
+    def _step_run_now(self, ctx: Pass) -> None:
+        try:
+            params = triggers.parse_parameters(ctx.annotations.get(api.ANN_RUN_PARAMETERS))
+        except triggers.TriggerError as exc:
+            params = None
+            if ctx.annotations.get(api.ANN_RUN_NOW):
+                ctx.trigger_problem = SpecProblem("InvalidTrigger", str(exc))
+        if ctx.spec is None:
+            return  # no template to run; the token waits until the spec is fixed
+        job_name = manifests.manual_job_name(ctx.name, ctx.annotations.get(api.ANN_RUN_NOW, ""))
+        active = ctx.active_jobs()
+        decision = triggers.decide_run_now(ctx.annotations, ctx.old.last_handled_run_now,
+                                           job_name in ctx.jobs, len(active),
+                                           ctx.spec.concurrency_policy)
+        if decision.action is Action.NONE:
+            return
+        ctx.new = ctx.new.model_copy(update={"last_handled_run_now": decision.token})
+        if params is None:
+            assert ctx.trigger_problem is not None
+            ctx.event(WARNING, "InvalidTrigger", f"run-now {decision.token!r} not started: "
+                      f"{ctx.trigger_problem.message}")
+            return
+        if decision.action is Action.ADOPT:
+            return
+        if decision.action is Action.REJECT:
+            ctx.event(WARNING, "TriggerRejected", f"run-now {decision.token!r} not started: "
+                      f"concurrencyPolicy is Forbid and {len(active)} run(s) are active "
+                      f"({', '.join(j['metadata']['name'] for j in active)}); set "
+                      f"{api.ANN_RUN_FORCE}: \"true\" to run anyway")
+            return
+        if decision.action is Action.REPLACE:
+            self._cancel(ctx, active, f"replaced-by:{job_name}")
+        manifest = manifests.job_manifest(ctx.bj, ctx.spec, job_name, "manual", params=params)
+        self._create_job(ctx, manifest)
+
+    def _create_job(self, ctx: Pass, manifest: dict[str, Any]) -> bool:
+        try:
+            created = self.kube.create(manifest, "jobs")
+        except AlreadyExists:
+            meta = manifest["metadata"]
+            try:
+                existing = self.kube.get("batch/v1", "jobs", ctx.ns, meta["name"])
+            except NotFound:
+                return False  # deleted in between; the next pass decides again
+            if _controlled_by(existing, ctx.bj["metadata"]["uid"]):
+                self._remember_job(ctx, existing)
+                return True  # made by an earlier pass: adopted, never a second run
+            ctx.problem = ctx.problem or SpecProblem(
+                "ChildConflict", f"Job {meta['name']} exists and is not owned by this "
+                "BackgroundJob; it is left untouched")
+            return False
+        except Invalid as exc:
+            ctx.problem = ctx.problem or SpecProblem("InvalidSpec",
+                                                     f"spec.template: {exc.message}")
+            return False
+        self._remember_job(ctx, created)
+        return True
+
+    def _step_schedule(self, ctx: Pass) -> None:
+        spec, c = ctx.spec, ctx.compiled
+        if spec is None or c is None or spec.schedule is None or (
+                ctx.problem is not None and ctx.problem.reason != "ChildConflict"):
+            return
+        operator_mode = c.mode is schedule.Mode.OPERATOR
+        if operator_mode:
+            last = st.parse_time(ctx.new.last_schedule_time)
+            floor = self._created(ctx)
+        elif ctx.cronjob is not None and ctx.problem is None:
+            cj_status = ctx.cronjob.get("status") or {}
+            last = st.parse_time(cj_status.get("lastScheduleTime"))
+            floor = st.parse_time(ctx.cronjob["metadata"].get("creationTimestamp")) or ctx.now
+        else:
+            return
+        missed_through = st.parse_time(ctx.annotations.get(ANN_MISSED_THROUGH))
+        plan = timing.plan(c, last_scheduled=last, floor=floor, missed_through=missed_through,
+                           now=ctx.now, deadline_seconds=spec.schedule.starting_deadline_seconds,
+                           suspended=spec.suspend)
+        started = plan.run is not None and self._start_scheduled(ctx, plan.run)
+        if plan.missed:
+            stats = ctx.new.stats.model_copy(
+                update={"missed": ctx.new.stats.missed + len(plan.missed)})
+            ctx.new = ctx.new.model_copy(update={"stats": stats})
+            ctx.annotation_updates[ANN_MISSED_THROUGH] = st.fmt(max(plan.missed)) or ""
+            shown = ", ".join(st.fmt(t) or "" for t in plan.missed[-3:])
+            more = f" and {len(plan.missed) - 3} earlier" if len(plan.missed) > 3 else ""
+            ctx.event(WARNING, "MissedSchedule", f"{len(plan.missed)} scheduled run(s) did "
+                      f"not start in time and were skipped: {shown}{more}")
+        if plan.overdue is not None and not started:
+            missed_for_good = plan.overdue in plan.missed or (
+                missed_through is not None and plan.overdue <= missed_through)
+            ctx.overdue = (plan.overdue, missed_for_good)
+        ctx.wake_at(plan.wake)
+        if plan.run is not None and not started:
+            grace = spec.schedule.starting_deadline_seconds
+            if grace is not None:  # blocked: count it missed once its deadline is over
+                ctx.wake_at(plan.run + timedelta(seconds=grace + 1))
+
+    def _start_scheduled(self, ctx: Pass, due: datetime) -> bool:
+        """Start the Operator-timed run for ``due`` under the concurrency policy."""
+        assert ctx.spec is not None
+        job_name = manifests.scheduled_job_name(ctx.name, due)
+        if job_name not in ctx.jobs:
+            active = ctx.active_jobs()
+            policy = ctx.spec.concurrency_policy
+            if active and policy is ConcurrencyPolicy.FORBID:
+                log.info("%s/%s: run due %s waits: Forbid and %d active", ctx.ns, ctx.name,
+                         st.fmt(due), len(active))
+                return False
+            if active and policy is ConcurrencyPolicy.REPLACE:
+                self._cancel(ctx, active, f"replaced-by:{job_name}")
+            manifest = manifests.job_manifest(ctx.bj, ctx.spec, job_name, "scheduled",
+                                              scheduled=due)
+            if not self._create_job(ctx, manifest):
+                return False
+        ctx.new = ctx.new.model_copy(update={"last_schedule_time": st.fmt(due)})
+        return True
+
+    # -- steps 9 and 10 ------------------------------------------------------------------
+
+    def _write(self, ctx: Pass) -> bool:
+        """Annotations, then status with the resourceVersion it was computed from, so a
+        stale view can never be written (a 409 means: wait for the watch and redo)."""
+        key = (ctx.ns, ctx.name)
+        rv = ctx.base_rv
+        ann_updates = {k: v for k, v in ctx.annotation_updates.items()
+                       if ctx.annotations.get(k) != v}
+        try:
+            if ann_updates:
+                resp = self.kube.patch(api.API_VERSION, api.PLURAL, ctx.ns, ctx.name, {
+                    "metadata": {"annotations": ann_updates, "resourceVersion": rv}})
+                rv = str(resp["metadata"]["resourceVersion"])
+                ctx.annotations.update(ann_updates)
+                self.written[key] = (int(rv) if rv.isdigit() else 0, ctx.old_raw,
+                                     {k: ctx.annotations[k] for k in ctx.annotation_updates})
+            status = st.to_dict(ctx.new)
+            patch = st.merge_patch(ctx.old_raw, status)
+            if patch:
+                log.debug("%s/%s status patch: %s", ctx.ns, ctx.name, patch)
+                resp = self.kube.patch_status(ctx.ns, ctx.name, patch, resource_version=rv)
+                new_rv = str(resp["metadata"]["resourceVersion"])
+                self.written[key] = (int(new_rv) if new_rv.isdigit() else 0, status,
+                                     {k: ctx.annotations[k] for k in ctx.annotation_updates
+                                      if k in ctx.annotations})
+                ctx.out.status_written = True
+        except NotFound:
+            return False
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            log.debug("%s/%s changed while reconciling; redoing", ctx.ns, ctx.name)
+            ctx.out.requeue_after = CONFLICT_RETRY_SECONDS
+            return False
+        for type_, reason, message in ctx.out.events:
+            log.info("%s/%s %s: %s", ctx.ns, ctx.name, reason, message)
+            self.kube.event(ctx.bj, type_, reason, message)
+        return True
+
+    def _step_prune(self, ctx: Pass) -> None:
+        if ctx.spec is None:
+            return
+        uid = ctx.bj["metadata"]["uid"]
+        ours = [st.observe(j) for j in ctx.jobs.values() if _controlled_by(j, uid)]
+        for job_name in st.prune(ours, ctx.spec.history.successful_jobs,
+                                 ctx.spec.history.failed_jobs):
+            self.kube.delete("batch/v1", "jobs", ctx.ns, job_name)
+            ctx.jobs.pop(job_name, None)
+            self.deleted_jobs.setdefault((ctx.ns, ctx.name), set()).add(job_name)
 
     # -- step 3 --------------------------------------------------------------------------
 
@@ -227,60 +527,71 @@ class Reconciler:
                 out.events.append((WARNING, "RunFailed", f"Run {rec.job} ended "
                                    f"{rec.result}{code}: {rec.message or rec.reason}"))
 
-    # -- step 5 --------------------------------------------------------------------------
+    # -- step 8 --------------------------------------------------------------------------
 
     @staticmethod
     def _schedule_status(new: BackgroundJobStatus, spec: BackgroundJobSpec | None,
                          compiled: schedule.Compiled | None, cronjob: dict[str, Any] | None,
-                         now: datetime, anchor: datetime,
-                         problem: SpecProblem | None) -> BackgroundJobStatus:
-        """``anchor`` (creation time) keeps operator-timed next runs stable between passes."""
+                         now: datetime, problem: SpecProblem | None) -> BackgroundJobStatus:
         if problem is not None and problem.reason in ("InvalidSpec", "InvalidSchedule"):
             return new  # keep describing the schedule that still runs
         update: dict[str, Any] = {}
         if spec is None or compiled is None:
             update = {"schedule": None, "cron_job": None}
         else:
-            nxt = [] if spec.suspend else schedule.next_run_times(compiled, now, anchor)
+            nxt = [] if spec.suspend else timing.times_between(
+                compiled, now, now + timedelta(days=5 * 366), schedule.NEXT_RUN_COUNT)
+            if compiled.at is not None and new.last_schedule_time is not None:
+                nxt = []  # a one-off that has run
             update["schedule"] = ScheduleStatus(
                 kind=compiled.kind, cron=compiled.cron, time_zone=compiled.time_zone,
                 description=compiled.description, mode=compiled.mode.value,
                 next_run_times=[t for t in (st.fmt(x) for x in nxt) if t],
             )
-            update["cron_job"] = _name_of(cronjob) or None
+            is_cron = compiled.mode is schedule.Mode.CRONJOB
+            update["cron_job"] = (_name_of(cronjob) or None) if is_cron else None
             last = ((cronjob or {}).get("status") or {}).get("lastScheduleTime")
-            if last and (new.last_schedule_time or "") < last:
+            if is_cron and last and (new.last_schedule_time or "") < last:
                 update["last_schedule_time"] = last
         return new.model_copy(update=update)
 
     @staticmethod
-    def _conditions(new: BackgroundJobStatus, spec: BackgroundJobSpec | None,
-                    problem: SpecProblem | None, generation: int, now: datetime,
-                    out: Outcome, old: BackgroundJobStatus) -> BackgroundJobStatus:
+    def _conditions(ctx: Pass) -> BackgroundJobStatus:
+        new, spec, now, gen = ctx.new, ctx.spec, ctx.now, ctx.generation
         conds = list(new.conditions)
+        problem = ctx.problem or ctx.trigger_problem
         if problem is not None:
-            before = st.condition(old, "Ready")
-            if before is None or before.reason != problem.reason or (
-                    before.message != problem.message):
-                out.events.append((WARNING, problem.reason, problem.message))
+            before = st.condition(ctx.old, "Ready")
+            if (before is None or before.reason != problem.reason
+                    or before.message != problem.message) and problem is ctx.problem:
+                ctx.event(WARNING, problem.reason, problem.message)
             conds = st.set_condition(conds, "Ready", False, problem.reason, problem.message,
-                                     generation, now)
+                                     gen, now)
         else:
             scheduled = spec is not None and spec.schedule is not None
             conds = st.set_condition(
                 conds, "Ready", True, "Scheduled" if scheduled else "ManualOnly",
                 "the schedule is in place" if scheduled else "runs only when triggered",
-                generation, now)
+                gen, now)
         if spec is not None:
             conds = st.set_condition(conds, "Suspended", spec.suspend,
                                      "Suspended" if spec.suspend else "Active",
-                                     "spec.suspend is true" if spec.suspend else "",
-                                     generation, now)
+                                     "spec.suspend is true" if spec.suspend else "", gen, now)
         failing, reason, message = st.failing_condition(new)
-        conds = st.set_condition(conds, "Failing", failing, reason, message, generation, now)
-        if st.condition(new, "Overdue") is None:
-            conds = st.set_condition(conds, "Overdue", False, "OnTime", "", generation, now)
-        return new.model_copy(update={"conditions": conds, "observed_generation": generation})
+        conds = st.set_condition(conds, "Failing", failing, reason, message, gen, now)
+        if ctx.overdue is not None:
+            due, gone = ctx.overdue
+            conds = st.set_condition(
+                conds, "Overdue", True, "MissedSchedule" if gone else "NotStarted",
+                f"the run due at {st.fmt(due)} did not start"
+                + (" within startingDeadlineSeconds and was skipped" if gone else " yet"),
+                gen, now)
+        elif spec is not None and spec.suspend:
+            conds = st.set_condition(conds, "Overdue", False, "Suspended",
+                                     "nothing is due while suspended", gen, now)
+        elif problem is None or st.condition(new, "Overdue") is None:
+            conds = st.set_condition(conds, "Overdue", False, "OnTime", "", gen, now)
+        return new.model_copy(update={"conditions": conds, "observed_generation": gen})
 
 
 def _name_of(cronjob: dict[str, Any] | None) -> str:

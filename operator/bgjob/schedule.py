@@ -46,6 +46,7 @@ class Compiled:
     cron: str = ""                       # CronJob mode: the expression handed to the CronJob
     interval: timedelta | None = None    # Operator mode, ``every``
     at: datetime | None = None           # Operator mode, ``at`` (UTC)
+    anchor: datetime | None = None       # Operator mode, ``every``: the series counts from here
 
     @property
     def zone(self) -> ZoneInfo:

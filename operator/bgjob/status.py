@@ -144,6 +144,19 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
     })
 
 
+def prune(records: Iterable[RunRecord], successful: int, failed: int) -> list[str]:
+    """Finished Jobs beyond the history limits, oldest first out (as the CronJob controller
+    keeps its own); running Jobs are never pruned."""
+    out: list[str] = []
+    done = [r for r in records if r.result != RUNNING]
+    for keep, group in ((successful, [r for r in done if r.result == SUCCEEDED]),
+                        (failed, [r for r in done if r.result != SUCCEEDED])):
+        newest_first = sorted(group, key=lambda r: (r.completion_time or "", r.job),
+                              reverse=True)
+        out += [r.job for r in newest_first[keep:]]
+    return out
+
+
 def _count(stats: Stats, rec: RunRecord) -> Stats:
     runs = stats.runs + 1
     succeeded = stats.succeeded + (rec.result == SUCCEEDED)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bgjob import status as st
-from bgjob.api import BackgroundJobStatus
+from bgjob.api import BackgroundJobStatus, RunRecord
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -105,3 +105,17 @@ def test_merge_patch_is_minimal() -> None:
     new = {"a": 1, "b": {"c": 2, "d": 4}, "e": [1, 2]}
     assert st.merge_patch(old, new) == {"b": {"d": 4}, "e": [1, 2], "gone": None}
     assert st.merge_patch(new, new) == {}
+
+
+def test_prune_keeps_the_newest_per_outcome_and_never_a_running_job() -> None:
+    def rec(name: str, result: str, done: str | None) -> RunRecord:
+        return RunRecord(job=name, trigger="manual", result=result, completion_time=done)
+
+    records = [rec("s1", "Succeeded", "2026-11-23T09:01:00Z"),
+               rec("s2", "Succeeded", "2026-11-23T09:02:00Z"),
+               rec("s3", "Succeeded", "2026-11-23T09:03:00Z"),
+               rec("f1", "Failed", "2026-11-23T09:01:30Z"),
+               rec("c1", "Cancelled", "2026-11-23T09:02:30Z"),
+               rec("r", "Running", None)]
+    assert sorted(st.prune(records, successful=2, failed=1)) == ["f1", "s1"]
+    assert sorted(st.prune(records, successful=0, failed=0)) == ["c1", "f1", "s1", "s2", "s3"]
