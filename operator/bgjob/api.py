@@ -33,6 +33,13 @@ ANN_ATTEMPT = f"{GROUP}/attempt"
 ANN_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
 ANN_CRONJOB_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 
+# Rules on the whole object: the name is copied into the label bgjob.dev/backgroundjob of every
+# child, and label values stop at 63 characters.
+ROOT_VALIDATIONS = [{
+    "rule": "self.metadata.name.size() <= 63",
+    "message": "metadata.name: must be at most 63 characters (it is used as a label value)",
+}]
+
 HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 GO_DURATION = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
 

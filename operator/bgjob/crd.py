@@ -119,6 +119,7 @@ def render() -> dict[str, Any]:
                     "description": "BackgroundJob runs a container on a schedule or on demand, "
                     "as native CronJobs and Jobs, with retries, timeouts, run history and stats.",
                     "required": ["spec"],
+                    "x-kubernetes-validations": api.ROOT_VALIDATIONS,
                     "properties": {
                         "apiVersion": {"type": "string", "description": "apiVersion of the "
                                        "object (bgjob.dev/v1alpha1)."},

@@ -8,6 +8,7 @@ child, so a bad edit never breaks a working schedule.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -16,9 +17,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bgjob import api, manifests, schedule, timing, triggers
+from bgjob import api, manifests, retry, schedule, timing, triggers
 from bgjob import status as st
-from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, ConcurrencyPolicy, ScheduleStatus
+from bgjob.api import (
+    BackgroundJobSpec,
+    BackgroundJobStatus,
+    ConcurrencyPolicy,
+    PendingRetry,
+    Retry,
+    ScheduleStatus,
+)
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
 from bgjob.triggers import Action
 
@@ -65,6 +73,10 @@ def _controlled_by(obj: dict[str, Any], uid: str) -> bool:
 
 
 ANN_MISSED_THROUGH = f"{api.GROUP}/missed-through"
+ANN_RESUME = f"{api.GROUP}/resume"
+ANN_LAST_RESUME = f"{api.GROUP}/last-handled-resume"
+ANN_RETRY_OF = f"{api.GROUP}/retry-of"      # on retry Jobs: the first attempt's Job
+ANN_PARAMETERS = f"{api.GROUP}/parameters"  # on manual Jobs: the overrides, for their retries
 CONFLICT_RETRY_SECONDS = 1.0
 
 
@@ -101,6 +113,12 @@ class Pass:
     cronjob: dict[str, Any] | None = None
     annotation_updates: dict[str, str] = field(default_factory=dict)
     overdue: tuple[datetime, bool] | None = None  # due time, and whether it is missed for good
+    auto_suspended: bool = False
+
+    @property
+    def suspended(self) -> bool:
+        """The schedule is paused by spec.suspend or by autoSuspend."""
+        return bool(self.spec and self.spec.suspend) or self.auto_suspended
 
     def wake_at(self, when: datetime | None) -> None:
         if when is None:
@@ -153,33 +171,42 @@ class Reconciler:
             except schedule.ScheduleError as exc:
                 ctx.problem = SpecProblem("InvalidSchedule", str(exc))
 
-        ### 3: Bring the CronJob in line (only with a valid spec; never on a bad one).
+        ### 3: Fold what the Jobs show into status (always: runs go on under a bad edit);
+        ###    judge each newly finished attempt: retry it, or end the run; autoSuspend.
+        self._learn_exit_codes(ctx)
+        run_records = ctx.spec.history.run_records if ctx.spec else max(len(ctx.old.runs), 20)
+        policy = ctx.spec.retry if ctx.spec else Retry()
+        ctx.new = st.fold_runs(ctx.new, ctx.jobs.values(), run_records,
+                               lambda r: retry.is_final_failure(r, policy))
+        self._run_events(ctx.old, ctx.new, ctx.out)
+        self._step_judge_attempts(ctx)
+        self._step_auto_suspend(ctx)
+
+        ### 4: Bring the CronJob in line (only with a valid spec; never on a bad one).
         self._step_cronjob(ctx, obs)
 
-        ### 4: Fold what the Jobs show into status (always: runs go on under a bad edit).
-        run_records = ctx.spec.history.run_records if ctx.spec else max(len(ctx.old.runs), 20)
-        ctx.new = st.fold_runs(ctx.new, ctx.jobs.values(), run_records)
-        self._run_events(ctx.old, ctx.new, ctx.out)
-
-        ### 5: A new cancel token stops every active run.
+        ### 5: A new cancel token stops every active run (and drops a pending retry).
         self._step_cancel(ctx)
 
         ### 6: A new run-now token starts one manual run (suspended or not).
         self._step_run_now(ctx)
 
-        ### 7: Scheduled runs: start the due one (Operator mode) and judge missed/overdue ones.
+        ### 7: A pending retry whose time has come starts, under the concurrency policy.
+        self._step_retry(ctx)
+
+        ### 8: Scheduled runs: start the due one (Operator mode) and judge missed/overdue ones.
         self._step_schedule(ctx)
 
-        ### 8: Schedule description, conditions, observedGeneration.
+        ### 9: Schedule description, conditions, observedGeneration.
         ctx.new = self._schedule_status(ctx.new, ctx.spec, ctx.compiled, ctx.cronjob, ctx.now,
-                                        ctx.problem)
+                                        ctx.problem, ctx.suspended)
         ctx.new = self._conditions(ctx)
 
-        ### 9: Write our annotations and status (only what changed), then the events.
+        ### 10: Write our annotations and status (only what changed), then the events.
         if not self._write(ctx):
             return ctx.out
 
-        ### 10: Prune finished Jobs we own beyond the history limits (now that they are counted).
+        ### 11: Prune finished Jobs we own beyond the history limits (now that they are counted).
         self._step_prune(ctx)
         return ctx.out
 
@@ -222,6 +249,26 @@ class Reconciler:
                     generation=int(meta.get("generation") or 0), annotations=annotations,
                     base_rv=base_rv, old_raw=old_raw, old=old, new=old, jobs=jobs)
 
+    def _learn_exit_codes(self, ctx: Pass) -> None:
+        """A failed Job's conditions rarely carry the exit code; its pod does. One read per
+        newly failed Job; the run record keeps the code after that."""
+        known = {r.job for r in ctx.old.runs}
+        for job_name, job in list(ctx.jobs.items()):
+            if job_name in known or not st.needs_exit_code(job):
+                continue
+            try:
+                pods = self.kube.list("v1", "pods", ctx.ns,
+                                      f"{manifests.JOB_NAME_LABEL}={job_name}")
+            except KubeError as exc:
+                log.debug("%s/%s: cannot read pods of %s: %s", ctx.ns, ctx.name, job_name, exc)
+                continue
+            code = st.exit_code_of(pods)
+            if code is not None:
+                meta = dict(job["metadata"])
+                meta["annotations"] = {**(meta.get("annotations") or {}),
+                                       st.ANN_EXIT_CODE: str(code)}
+                ctx.jobs[job_name] = {**job, "metadata": meta}
+
     @staticmethod
     def _created(ctx: Pass) -> datetime:
         return st.parse_time(ctx.bj["metadata"].get("creationTimestamp")) or ctx.now
@@ -242,16 +289,78 @@ class Reconciler:
             else:
                 ctx.cronjob = cached
         stuck = self._blocked_on_same_generation(ctx.old, ctx.generation)
-        if stuck:
-            ctx.out.requeue_after = RECHECK_CONFLICT_SECONDS
+        if stuck:  # keep reporting it: the write would fail the same way again
+            ready = st.condition(ctx.old, "Ready")
+            assert ready is not None
+            ctx.problem = ctx.problem or SpecProblem(ready.reason, ready.message)
         if ctx.problem is None and ctx.spec is not None and not stuck:
             try:
                 ctx.cronjob = self._sync_cronjob(ctx.bj, ctx.spec, ctx.compiled, ctx.cronjob,
-                                                 ctx.out)
+                                                 ctx.suspended, ctx.out)
             except SpecProblem as exc:
                 ctx.problem = exc
+                if exc.reason == "ChildConflict":  # look again now and then: it may go away
+                    ctx.out.requeue_after = RECHECK_CONFLICT_SECONDS
 
-    # -- steps 5 to 7 --------------------------------------------------------------------
+    # -- step 3: retries and autoSuspend ------------------------------------------------
+
+    def _step_judge_attempts(self, ctx: Pass) -> None:
+        """Each attempt that finished since the last pass is judged once (oldest first)."""
+        if ctx.spec is None:
+            return
+        policy = ctx.spec.retry
+        known = {r.job for r in ctx.old.runs}
+        fresh = [r for r in reversed(ctx.new.runs) if r.job not in known]
+        for rec in fresh:
+            verdict = retry.classify(rec, policy)
+            if verdict is retry.Verdict.RETRY:
+                done = st.parse_time(rec.completion_time) or ctx.now
+                wait = retry.delay(policy.backoff, rec.attempt)
+                at = done + timedelta(seconds=wait)
+                pending = PendingRetry(attempt=rec.attempt + 1, next_retry_time=st.fmt(at) or "",
+                                       job=rec.job)
+                ctx.new = ctx.new.model_copy(update={"retry": pending})
+                ctx.event(NORMAL, "RetryScheduled", f"Run {rec.job} failed ({rec.result}"
+                          + (f", exit code {rec.exit_code}" if rec.exit_code is not None else "")
+                          + f"); attempt {rec.attempt + 1} of {1 + policy.limit} starts in "
+                          f"{wait:.0f}s at {st.fmt(at)}")
+            elif verdict is retry.Verdict.NON_RETRYABLE or (
+                    verdict is retry.Verdict.EXHAUSTED and policy.limit > 0):
+                why = (f"exit code {rec.exit_code} is non-retryable"
+                       if verdict is retry.Verdict.NON_RETRYABLE
+                       else f"all {1 + policy.limit} attempts failed")
+                ctx.event(WARNING, "RetriesExhausted", f"Run {rec.job} failed for good: {why}")
+
+    def _step_auto_suspend(self, ctx: Pass) -> None:
+        """Suspend the schedule after N failed runs in a row, in status only (spec belongs to
+        the user and their GitOps tool); a new bgjob.dev/resume token or spec.suspend lifts it."""
+        spec = ctx.spec
+        if spec is None:
+            return
+        before = st.condition(ctx.old, "Suspended")
+        was_auto = before is not None and before.reason == "AutoSuspended"
+        resume = (ctx.annotations.get(ANN_RESUME) or "").strip()
+        if resume and resume != ctx.annotations.get(ANN_LAST_RESUME):
+            ctx.annotation_updates[ANN_LAST_RESUME] = resume
+            if was_auto:
+                stats = ctx.new.stats.model_copy(update={"consecutive_failures": 0})
+                ctx.new = ctx.new.model_copy(update={"stats": stats})
+                ctx.event(NORMAL, "Resumed", f"Schedule resumed by {ANN_RESUME}={resume}")
+                return
+        if spec.suspend:
+            return  # the user's own suspension replaces the automatic one
+        if was_auto:
+            ctx.auto_suspended = True
+            return
+        limit = spec.auto_suspend.after_consecutive_failures if spec.auto_suspend else None
+        if limit is not None and ctx.new.stats.consecutive_failures >= limit and (
+                ctx.new.stats.consecutive_failures > ctx.old.stats.consecutive_failures):
+            ctx.auto_suspended = True
+            ctx.event(WARNING, "AutoSuspended", f"Schedule suspended after "
+                      f"{ctx.new.stats.consecutive_failures} failed runs in a row; annotate "
+                      f"{ANN_RESUME}=<new token> to resume")
+
+    # -- steps 5 to 8 --------------------------------------------------------------------
 
     def _cancel(self, ctx: Pass, jobs: list[dict[str, Any]], token: str) -> list[str]:
         """Stop runs and keep their records: a 1 s deadline makes the Job controller end
@@ -312,8 +421,50 @@ class Reconciler:
             return
         if decision.action is Action.REPLACE:
             self._cancel(ctx, active, f"replaced-by:{job_name}")
-        manifest = manifests.job_manifest(ctx.bj, ctx.spec, job_name, "manual", params=params)
+        manifest = manifests.job_manifest(
+            ctx.bj, ctx.spec, job_name, "manual", params=params,
+            extra_annotations={ANN_PARAMETERS: json.dumps(params, sort_keys=True)}
+            if params else None)
         self._create_job(ctx, manifest)
+
+    def _step_retry(self, ctx: Pass) -> None:
+        pending, spec = ctx.new.retry, ctx.spec
+        if pending is None or spec is None:
+            return
+        due = st.parse_time(pending.next_retry_time) or ctx.now
+        if due > ctx.now:
+            ctx.wake_at(due)
+            return
+        failed = ctx.jobs.get(pending.job) or {"metadata": {"name": pending.job}}
+        fmeta = failed["metadata"]
+        fann = fmeta.get("annotations") or {}
+        root = fann.get(ANN_RETRY_OF) or pending.job
+        job_name = manifests.retry_job_name(root, pending.attempt)
+        if job_name not in ctx.jobs:
+            active = ctx.active_jobs()
+            if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
+                return  # waits for the active run; its end brings us back
+            if active and spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
+                ctx.event(NORMAL, "RunCancelled", f"Pending retry of {pending.job} dropped: "
+                          f"a newer run is active and concurrencyPolicy is Replace")
+                ctx.new = ctx.new.model_copy(update={"retry": None})
+                return
+            try:
+                params = json.loads(fann.get(ANN_PARAMETERS) or "{}")
+            except json.JSONDecodeError:
+                params = {}
+            scheduled = st.parse_time(fann.get(api.ANN_SCHEDULED_TIME)
+                                      or fann.get(api.ANN_CRONJOB_SCHEDULED))
+            extra = {ANN_RETRY_OF: root}
+            if params:
+                extra[ANN_PARAMETERS] = json.dumps(params, sort_keys=True)
+            manifest = manifests.job_manifest(ctx.bj, spec, job_name, "retry",
+                                              attempt=pending.attempt, scheduled=scheduled,
+                                              params=params, extra_annotations=extra)
+            if not self._create_job(ctx, manifest):
+                return
+        stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries + 1})
+        ctx.new = ctx.new.model_copy(update={"retry": None, "stats": stats})
 
     def _create_job(self, ctx: Pass, manifest: dict[str, Any]) -> bool:
         try:
@@ -356,7 +507,7 @@ class Reconciler:
         missed_through = st.parse_time(ctx.annotations.get(ANN_MISSED_THROUGH))
         plan = timing.plan(c, last_scheduled=last, floor=floor, missed_through=missed_through,
                            now=ctx.now, deadline_seconds=spec.schedule.starting_deadline_seconds,
-                           suspended=spec.suspend)
+                           suspended=ctx.suspended)
         started = plan.run is not None and self._start_scheduled(ctx, plan.run)
         if plan.missed:
             stats = ctx.new.stats.model_copy(
@@ -441,7 +592,9 @@ class Reconciler:
         if ctx.spec is None:
             return
         uid = ctx.bj["metadata"]["uid"]
-        ours = [st.observe(j) for j in ctx.jobs.values() if _controlled_by(j, uid)]
+        keep = ctx.new.retry.job if ctx.new.retry else ""
+        ours = [st.observe(j) for j in ctx.jobs.values()
+                if _controlled_by(j, uid) and j["metadata"]["name"] != keep]
         for job_name in st.prune(ours, ctx.spec.history.successful_jobs,
                                  ctx.spec.history.failed_jobs):
             self.kube.delete("batch/v1", "jobs", ctx.ns, job_name)
@@ -455,12 +608,11 @@ class Reconciler:
         """A child write that failed for this very spec would fail again: do not retry it."""
         ready = st.condition(old, "Ready")
         return (ready is not None and ready.status == "False"
-                and ready.reason in ("ChildConflict", "InvalidSpec")
-                and ready.observed_generation == generation)
+                and ready.reason == "InvalidSpec" and ready.observed_generation == generation)
 
     def _sync_cronjob(self, bj: dict[str, Any], spec: BackgroundJobSpec,
                       compiled: schedule.Compiled | None, existing: dict[str, Any] | None,
-                      out: Outcome) -> dict[str, Any] | None:
+                      suspended: bool, out: Outcome) -> dict[str, Any] | None:
         meta = bj["metadata"]
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         cj_name = manifests.cronjob_name(name)
@@ -472,7 +624,7 @@ class Reconciler:
                                    "schedule is now timed by the operator"
                                    if compiled else f"Removed CronJob {cj_name}"))
             return None
-        desired = manifests.cronjob_manifest(bj, spec, compiled, suspend=spec.suspend)
+        desired = manifests.cronjob_manifest(bj, spec, compiled, suspend=suspended)
         if existing is None:
             try:
                 created = self.kube.create(desired, "cronjobs")
@@ -532,14 +684,15 @@ class Reconciler:
     @staticmethod
     def _schedule_status(new: BackgroundJobStatus, spec: BackgroundJobSpec | None,
                          compiled: schedule.Compiled | None, cronjob: dict[str, Any] | None,
-                         now: datetime, problem: SpecProblem | None) -> BackgroundJobStatus:
+                         now: datetime, problem: SpecProblem | None,
+                         suspended: bool) -> BackgroundJobStatus:
         if problem is not None and problem.reason in ("InvalidSpec", "InvalidSchedule"):
             return new  # keep describing the schedule that still runs
         update: dict[str, Any] = {}
         if spec is None or compiled is None:
             update = {"schedule": None, "cron_job": None}
         else:
-            nxt = [] if spec.suspend else timing.times_between(
+            nxt = [] if suspended else timing.times_between(
                 compiled, now, now + timedelta(days=5 * 366), schedule.NEXT_RUN_COUNT)
             if compiled.at is not None and new.last_schedule_time is not None:
                 nxt = []  # a one-off that has run
@@ -573,11 +726,24 @@ class Reconciler:
                 conds, "Ready", True, "Scheduled" if scheduled else "ManualOnly",
                 "the schedule is in place" if scheduled else "runs only when triggered",
                 gen, now)
-        if spec is not None:
+        if spec is not None and ctx.auto_suspended:
+            conds = st.set_condition(
+                conds, "Suspended", True, "AutoSuspended",
+                f"suspended after {new.stats.consecutive_failures} failed runs in a row; "
+                f"annotate {ANN_RESUME}=<new token> or set spec.suspend to resume", gen, now)
+        elif spec is not None:
             conds = st.set_condition(conds, "Suspended", spec.suspend,
                                      "Suspended" if spec.suspend else "Active",
                                      "spec.suspend is true" if spec.suspend else "", gen, now)
         failing, reason, message = st.failing_condition(new)
+        if failing and spec is not None and new.runs:
+            verdict = retry.classify(new.runs[0], spec.retry)
+            if new.retry is not None:
+                reason, message = "RetryPending", (
+                    f"{message}; attempt {new.retry.attempt} starts at "
+                    f"{new.retry.next_retry_time}")
+            elif spec.retry.limit > 0 or verdict is retry.Verdict.NON_RETRYABLE:
+                reason = "RetriesExhausted"
         conds = st.set_condition(conds, "Failing", failing, reason, message, gen, now)
         if ctx.overdue is not None:
             due, gone = ctx.overdue
@@ -586,7 +752,7 @@ class Reconciler:
                 f"the run due at {st.fmt(due)} did not start"
                 + (" within startingDeadlineSeconds and was skipped" if gone else " yet"),
                 gen, now)
-        elif spec is not None and spec.suspend:
+        elif spec is not None and ctx.suspended:
             conds = st.set_condition(conds, "Overdue", False, "Suspended",
                                      "nothing is due while suspended", gen, now)
         elif problem is None or st.condition(new, "Overdue") is None:

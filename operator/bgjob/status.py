@@ -10,7 +10,7 @@ so a Job that finished while the operator was down is never older than that hori
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ FAILED = "Failed"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 CANCELLED = "Cancelled"
 ANN_CANCELLED = f"{api.GROUP}/cancelled"
+ANN_EXIT_CODE = f"{api.GROUP}/exit-code"  # in memory only: the code read from the Job's pod
 _EXIT_CODE = re.compile(r"exit code (\d+)")
 
 
@@ -79,8 +80,8 @@ def observe(job: dict[str, Any]) -> RunRecord:
     if exit_code is None:
         match = _EXIT_CODE.search(message)
         exit_code = int(match.group(1)) if match else None
-    if ann.get(f"{api.GROUP}/exit-code", "").isdigit():
-        exit_code = int(ann[f"{api.GROUP}/exit-code"])
+    if ann.get(ANN_EXIT_CODE, "").isdigit():
+        exit_code = int(ann[ANN_EXIT_CODE])
     return RunRecord(**base, completion_time=done, duration_seconds=duration, result=result,
                      exit_code=exit_code, reason=reason, message=message[:512])
 
@@ -97,8 +98,14 @@ def _counted(rec: RunRecord, known: set[str], horizon: datetime | None) -> bool:
 
 
 def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
-              run_records: int) -> BackgroundJobStatus:
-    """Fold the Jobs' current state into status: active runs, new finished runs, stats."""
+              run_records: int,
+              final_failure: Callable[[RunRecord], bool] | None = None) -> BackgroundJobStatus:
+    """Fold the Jobs' current state into status: active runs, new finished runs, stats.
+
+    ``final_failure`` says which failures end a run (no retry follows): only those count in
+    ``consecutiveFailures``, which is about runs, not attempts.
+    """
+    final = final_failure or (lambda r: is_failure(r.result))
     records = [observe(j) for j in jobs]
     active = sorted((r for r in records if r.result == RUNNING),
                     key=lambda r: (r.start_time or "", r.job))
@@ -116,7 +123,7 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
     runs = list(status.runs)
     last_success, last_failure = status.last_successful_time, status.last_failure_time
     for rec in new:
-        stats = _count(stats, rec)
+        stats = _count(stats, rec, final(rec))
         runs.insert(0, rec)
         if rec.result == SUCCEEDED:
             last_success = max(filter(None, [last_success, rec.completion_time]))
@@ -126,7 +133,7 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
     runs = runs[:run_records]
     # Records of Jobs that still exist are refreshed (e.g. an exit code learnt later).
     by_name = {r.job: r for r in finished}
-    runs = [by_name.get(r.job, r) for r in runs]
+    runs = [_refresh(r, by_name.get(r.job)) for r in runs]
 
     latest_active = active[-1] if active else None
     last_run = runs[0] if runs else status.last_run
@@ -144,6 +151,32 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
     })
 
 
+def _refresh(old: RunRecord, seen: RunRecord | None) -> RunRecord:
+    if seen is None:
+        return old
+    if seen.exit_code is None and old.exit_code is not None:  # learnt from the pod once
+        return seen.model_copy(update={"exit_code": old.exit_code})
+    return seen
+
+
+def needs_exit_code(job: dict[str, Any]) -> bool:
+    """A failed Job whose conditions do not say the exit code (only its pod knows it)."""
+    rec = observe(job)
+    return is_failure(rec.result) and rec.exit_code is None
+
+
+def exit_code_of(pods: Iterable[dict[str, Any]]) -> int | None:
+    """The first non-zero container exit code among a Job's pods, newest pod first."""
+    ordered = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""),
+                     reverse=True)
+    for pod in ordered:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
+            if isinstance(code, int) and code != 0:
+                return code
+    return None
+
+
 def prune(records: Iterable[RunRecord], successful: int, failed: int) -> list[str]:
     """Finished Jobs beyond the history limits, oldest first out (as the CronJob controller
     keeps its own); running Jobs are never pruned."""
@@ -157,12 +190,11 @@ def prune(records: Iterable[RunRecord], successful: int, failed: int) -> list[st
     return out
 
 
-def _count(stats: Stats, rec: RunRecord) -> Stats:
+def _count(stats: Stats, rec: RunRecord, final_failure: bool) -> Stats:
     runs = stats.runs + 1
     succeeded = stats.succeeded + (rec.result == SUCCEEDED)
     failed = stats.failed + is_failure(rec.result)
-    consecutive = 0 if rec.result == SUCCEEDED else stats.consecutive_failures + is_failure(
-        rec.result)
+    consecutive = 0 if rec.result == SUCCEEDED else stats.consecutive_failures + final_failure
     avg = stats.average_duration_seconds
     if rec.duration_seconds is not None:
         prev_n = stats.runs  # runs with a duration: every counted run has one

@@ -119,3 +119,23 @@ def test_prune_keeps_the_newest_per_outcome_and_never_a_running_job() -> None:
                rec("r", "Running", None)]
     assert sorted(st.prune(records, successful=2, failed=1)) == ["f1", "s1"]
     assert sorted(st.prune(records, successful=0, failed=0)) == ["c1", "f1", "s1", "s2", "s3"]
+
+
+def test_exit_code_comes_from_the_newest_failed_pod() -> None:
+    def pod(created: str, code: int) -> dict[str, Any]:
+        return {"metadata": {"creationTimestamp": created}, "status": {"containerStatuses": [
+            {"name": "main", "state": {"terminated": {"exitCode": code}}}]}}
+
+    assert st.exit_code_of([pod("2026-11-23T09:00:00Z", 3), pod("2026-11-23T09:01:00Z", 7)]) == 7
+    assert st.exit_code_of([pod("2026-11-23T09:00:00Z", 0)]) is None
+    assert st.exit_code_of([]) is None
+
+
+def test_a_learnt_exit_code_survives_later_refreshes() -> None:
+    failed = job("f", "2026-11-23T09:00:00Z", "2026-11-23T09:01:00Z", ok=False,
+                 annotations={st.ANN_EXIT_CODE: "5"})
+    first = fold(BackgroundJobStatus(), [failed])
+    assert first.runs[0].exit_code == 5
+    failed["metadata"]["annotations"] = {}
+    again = fold(first, [failed])
+    assert again.runs[0].exit_code == 5 and again.stats.runs == 1
