@@ -200,3 +200,23 @@ def test_auto_suspend_after_consecutive_failures_and_resume(
                is False, 30, what="CronJob resumed")
     assert status(cluster, "fragile", namespace)["stats"]["consecutiveFailures"] == 0
     wait_event(cluster, "fragile", namespace, "Resumed")
+
+
+def test_a_retry_due_while_another_run_is_active_waits_under_forbid(
+        cluster: Cluster, operator: Operator, namespace: str) -> None:
+    cluster.apply(manifest("queued", retry={"limit": 1, "backoff": {
+        "initialDelaySeconds": 2, "jitter": 0}}), namespace)
+    eventually(lambda: condition(cluster, "queued", namespace, "Ready"), 30, what="Ready")
+    annotate(cluster, "queued", namespace, run_now="fails", run_parameters=FAIL)
+    eventually(lambda: status(cluster, "queued", namespace).get("retry"), 30, what="pending")
+    annotate(cluster, "queued", namespace, run_now="busy",
+             run_parameters=json.dumps({"SIM_DURATION_SECONDS": "8"}))
+    handled(cluster, "queued", namespace, "busy")
+    s = wait_runs(cluster, "queued", namespace, 3, 60)
+    ends = {r["job"]: ts(r["completionTime"]) for r in s["runs"]}
+    busy = next(r["job"] for r in s["runs"] if r["trigger"] == "manual" and r["attempt"] == 1
+                and r["result"] == "Succeeded")
+    retried = next(j for j in jobs(cluster, "queued", namespace)
+                   if j["metadata"]["labels"]["bgjob.dev/trigger"] == "retry")
+    assert ts(retried["metadata"]["creationTimestamp"]) >= ends[busy]  # no overlap
+    assert s["stats"]["retries"] == 1
