@@ -692,8 +692,8 @@ class Reconciler:
         if spec is None or compiled is None:
             update = {"schedule": None, "cron_job": None}
         else:
-            nxt = [] if suspended else timing.times_between(
-                compiled, now, now + timedelta(days=5 * 366), schedule.NEXT_RUN_COUNT)
+            nxt = [] if suspended else schedule.next_run_times(compiled, now,
+                                                               compiled.anchor or now)
             if compiled.at is not None and new.last_schedule_time is not None:
                 nxt = []  # a one-off that has run
             update["schedule"] = ScheduleStatus(
