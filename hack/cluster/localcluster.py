@@ -236,7 +236,9 @@ class LocalCluster:
                         tls=True, verify=False)
         if self.with_pod_driver:
             self._spawn("pod-driver", [sys.executable, str(HERE / "poddriver.py"),
-                                       "--kubeconfig", str(self.kubeconfig)])
+                                       "--kubeconfig", str(self.kubeconfig),
+                                       "--tls-cert", str(pki / "apiserver.crt"),
+                                       "--tls-key", str(pki / "apiserver.key")])
         self.start_seconds = time.monotonic() - started
         return self
 

@@ -3,8 +3,14 @@
 There is no kubelet and no node, so nothing would ever run a pod. The driver watches pods and
 writes their status the way a kubelet would (through the ``pods/status`` subresource): first
 ``Running``, then ``Succeeded`` or ``Failed`` with a container exit code. The real Job controller
-sees those outcomes and finishes Jobs exactly as in a cluster. Pods stay unbound (no nodeName),
-so deleting them is immediate.
+sees those outcomes and finishes Jobs exactly as in a cluster.
+
+Like a kubelet it also owns a Node (``sim-node``, address 127.0.0.1): it binds every pod to it
+(``pods/binding``, as the scheduler would) and serves the kubelet's ``/containerLogs`` endpoint
+over TLS on 127.0.0.1, so ``kubectl logs`` and ``kubectl bgjob logs`` work through the real API
+server. A bound pod being deleted is finished and removed the way a kubelet does it (status
+``Failed`` with exit code 137, then a zero-grace delete), so cancel and Replace behave as in a
+cluster.
 
 Convention (first match wins), read when the pod first appears:
 
@@ -20,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 import threading
 import time
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kubernetes import client, config, watch
@@ -31,6 +40,7 @@ from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger("poddriver")
 PREFIX = "sim.bgjob.dev/"
+NODE = "sim-node"
 
 
 @dataclass(frozen=True)
@@ -87,10 +97,33 @@ def _container_statuses(pod: dict[str, Any], state: dict[str, Any]) -> list[dict
     ]
 
 
+def log_lines(pod: dict[str, Any], container: str, plan: Plan) -> list[str]:
+    """What the simulated container "prints": its command line, then its exit (pure)."""
+    spec: dict[str, Any] = next((c for c in (pod.get("spec") or {}).get("containers") or []
+                 if c.get("name") == container), {})
+    argv = [*(spec.get("command") or []), *(spec.get("args") or [])]
+    name = pod["metadata"]["name"]
+    lines = [f"sim: {name}/{container} started (image {spec.get('image', '?')})"]
+    if argv:
+        lines.append("sim: $ " + " ".join(argv))
+    lines.append(f"sim: exit code {plan.exit_code}")
+    return lines
+
+
+@dataclass
+class Run:
+    """One simulated pod: its log lines so far and whether its container has ended."""
+    pod: dict[str, Any]
+    plan: Plan
+    lines: list[str] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 class Driver:
     def __init__(self, api: client.CoreV1Api) -> None:
         self.api = api
         self.seen: set[str] = set()
+        self.runs: dict[str, Run] = {}  # "ns/name" -> the pod's simulated run
         self.lock = threading.Lock()
 
     def _patch(self, ns: str, name: str, status: dict[str, Any]) -> bool:
@@ -102,8 +135,38 @@ class Driver:
                 log.warning("patch %s/%s failed: %s", ns, name, exc.reason)
             return False
 
-    def run_pod(self, pod: dict[str, Any], plan: Plan) -> None:
+    def register_node(self, port: int) -> None:
+        """Create (or refresh) the Node the pods are bound to, pointing at our log server."""
+        try:
+            self.api.create_node({"metadata": {"name": NODE, "labels": {
+                "kubernetes.io/hostname": NODE}}}, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        now = _now()
+        self.api.patch_node_status(NODE, {"status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "pod driver", "lastHeartbeatTime": now,
+                            "lastTransitionTime": now}],
+        }}, _preload_content=False)
+
+    def bind(self, ns: str, name: str) -> None:
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}}
+        try:
+            self.api.create_namespaced_pod_binding(name, ns, body, _preload_content=False)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                log.warning("bind %s/%s failed: %s", ns, name, exc.reason)
+
+    def run_pod(self, pod: dict[str, Any], run: Run) -> None:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        if not pod["spec"].get("nodeName"):
+            self.bind(ns, name)
+        if run.plan.never_start:
+            return
         started = _now()
         running = {"running": {"startedAt": started}}
         ok = self._patch(ns, name, {
@@ -113,32 +176,66 @@ class Driver:
         })
         if not ok:
             return
-        time.sleep(plan.duration_seconds)
+        container = pod["spec"]["containers"][0]["name"]
+        all_lines = log_lines(pod, container, run.plan)
+        run.lines.extend(all_lines[:-1])
+        if run.done.wait(run.plan.duration_seconds):
+            return  # deleted meanwhile: finish() wrote the outcome
+        run.lines.append(all_lines[-1])
+        run.done.set()
         terminated = {"terminated": {
-            "exitCode": plan.exit_code, "startedAt": started, "finishedAt": _now(),
-            "reason": "Completed" if plan.exit_code == 0 else "Error",
+            "exitCode": run.plan.exit_code, "startedAt": started, "finishedAt": _now(),
+            "reason": "Completed" if run.plan.exit_code == 0 else "Error",
         }}
         self._patch(ns, name, {
-            "phase": "Succeeded" if plan.exit_code == 0 else "Failed",
+            "phase": "Succeeded" if run.plan.exit_code == 0 else "Failed",
             "conditions": [{"type": "Ready", "status": "False"}],
             "containerStatuses": _container_statuses(pod, terminated),
         })
 
+    def finish(self, pod: dict[str, Any]) -> None:
+        """A bound pod is being deleted: stop it like a kubelet would, then remove it."""
+        meta = pod["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        with self.lock:
+            run = self.runs.pop(f"{ns}/{name}", None)
+        if run is not None and not run.done.is_set():
+            run.lines.append("sim: killed (exit code 137)")
+            run.done.set()
+        if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            now = _now()
+            self._patch(ns, name, {
+                "phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": _container_statuses(pod, {"terminated": {
+                    "exitCode": 137, "reason": "Error", "startedAt": now, "finishedAt": now}}),
+            })
+        try:
+            self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0,
+                                           _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("delete %s/%s failed: %s", ns, name, exc.reason)
+
     def handle(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") not in (
-            None, "Pending"
-        ):
+        if meta.get("deletionTimestamp"):
+            if (pod.get("spec") or {}).get("nodeName"):
+                threading.Thread(target=self.finish, args=(pod,), daemon=True).start()
+            return
+        if (pod.get("status") or {}).get("phase") not in (None, "Pending"):
             return
         key = meta["uid"]
         with self.lock:
             if key in self.seen:
                 return
             self.seen.add(key)
-        plan = plan_for(pod)
-        if plan.never_start:
-            return
-        threading.Thread(target=self.run_pod, args=(pod, plan), daemon=True).start()
+            run = Run(pod, plan_for(pod))
+            self.runs[f"{meta['namespace']}/{meta['name']}"] = run
+        threading.Thread(target=self.run_pod, args=(pod, run), daemon=True).start()
+
+    def logs(self, ns: str, name: str) -> Run | None:
+        with self.lock:
+            return self.runs.get(f"{ns}/{name}")
 
     def loop(self) -> None:
         rv = ""
@@ -169,13 +266,62 @@ class Driver:
                 time.sleep(1)
 
 
+def log_server(driver: Driver, cert: str, key: str) -> ThreadingHTTPServer:
+    """The kubelet's ``/containerLogs/{ns}/{pod}/{container}`` on 127.0.0.1 (TLS)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug(format, *args)
+
+        def do_GET(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            parts = url.path.strip("/").split("/")
+            run = driver.logs(parts[1], parts[2]) if (
+                len(parts) == 4 and parts[0] == "containerLogs") else None
+            if run is None:
+                self.send_error(404, "no such container")
+                return
+            follow = urllib.parse.parse_qs(url.query).get("follow") == ["true"]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            sent = 0
+            while True:
+                done = run.done.is_set()
+                for line in run.lines[sent:]:
+                    data = (line + "\n").encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    sent += 1
+                self.wfile.flush()
+                if done or not follow:
+                    break
+                run.done.wait(0.2)
+            self.wfile.write(b"0\r\n\r\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--tls-cert", required=True, help="serving cert for the log endpoint")
+    parser.add_argument("--tls-key", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config.load_kube_config(config_file=args.kubeconfig)
-    Driver(client.CoreV1Api()).loop()
+    driver = Driver(client.CoreV1Api())
+    server = log_server(driver, args.tls_cert, args.tls_key)
+    driver.register_node(server.server_address[1])
+    driver.loop()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import contextlib
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,9 +67,11 @@ def _convert(status: int, reason: str, raw: Any) -> KubeError:
     return kind(status, reason, message)
 
 
-def load_config(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+def load_config(kubeconfig: str | None = None, context: str | None = None,
+                retries: int | None = None) -> client.ApiClient:
     """In-cluster config when there, else the kubeconfig (``KUBECONFIG`` or ~/.kube/config)."""
     cfg = client.Configuration()
+    cfg.retries = retries
     try:
         if kubeconfig or context:
             raise config.ConfigException("explicit kubeconfig")
@@ -131,6 +134,27 @@ class Kube:
         if not 200 <= resp.status < 300:
             raise _convert(resp.status, resp.reason or "", data)
         return dict(json.loads(data)) if data else {}
+
+    def stream_lines(self, path: str, query: list[tuple[str, str]]) -> Iterator[str]:
+        """A streamed GET (pod logs with ``follow``), one decoded line at a time."""
+        method_, url, headers, payload, post = self.api_client.param_serialize(
+            "GET", path, query_params=query, header_params={"Accept": "*/*"},
+            auth_settings=["BearerToken"])
+        try:
+            resp = self.api_client.call_api(method_, url, header_params=headers, body=payload,
+                                            post_params=post, _request_timeout=None)
+        except ApiException as exc:
+            raise _convert(int(exc.status or 0), exc.reason or "", exc.body) from None
+        if not 200 <= resp.status < 300:
+            raise _convert(resp.status, resp.reason or "", resp.read())
+        pending = b""
+        for chunk in resp.response.stream(4096, decode_content=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+        if pending:
+            yield pending.decode(errors="replace")
 
     # -- objects -------------------------------------------------------------------------
 

@@ -194,19 +194,7 @@ def next_run_times(c: Compiled, now: datetime, anchor: datetime,
     if c.at is not None:
         return [c.at] if c.at > now else []
     assert c.interval is not None
+    anchor = anchor.astimezone(UTC)  # absolute time: aware arithmetic in a zone is wall-clock
     step = c.interval.total_seconds()
     k = max(0, int((now - anchor).total_seconds() // step) + 1)
     return [anchor + timedelta(seconds=step * (k + i)) for i in range(count)]
-
-
-def due_time(c: Compiled, now: datetime, anchor: datetime) -> datetime | None:
-    """For operator-timed schedules: the most recent run time at or before ``now``."""
-    if c.at is not None:
-        return c.at if c.at <= now else None
-    if c.interval is None:
-        return None
-    step = c.interval.total_seconds()
-    if now < anchor + c.interval:
-        return None
-    k = int((now - anchor).total_seconds() // step)
-    return anchor + timedelta(seconds=step * k)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -11,7 +12,6 @@ from bgjob.schedule import (
     Mode,
     ScheduleError,
     compile_schedule,
-    due_time,
     next_run_times,
     parse_duration,
     resolve_hash,
@@ -116,15 +116,21 @@ def test_operator_timed_interval_counts_from_the_anchor() -> None:
     anchor = TOP_OF_THE_HOUR
     now = anchor + timedelta(minutes=15)
     assert next_run_times(c, now, anchor) == [anchor + timedelta(minutes=m) for m in (21, 28, 35)]
-    assert due_time(c, now, anchor) == anchor + timedelta(minutes=14)
-    assert due_time(c, anchor + timedelta(minutes=3), anchor) is None
+
+
+def test_operator_timed_interval_is_absolute_time_across_dst() -> None:
+    # An anchor given in a zone must not turn into wall-clock steps (Python's aware arithmetic
+    # within one zone is wall-clock): 90m apart in real time across Berlin's spring forward.
+    c = compile_schedule(sched(every="90m", timeZone="Europe/Berlin"), "ns", "j")
+    anchor = datetime(2026, 3, 29, 0, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    got = next_run_times(c, anchor, anchor)
+    assert [t.astimezone(UTC).strftime("%H:%M") for t in got] == ["00:30", "02:00", "03:30"]
 
 
 def test_at_runs_once() -> None:
     c = compile_schedule(sched(at="2026-11-23T10:30:00+01:00"), "ns", "j")
     assert c.at == datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
     assert next_run_times(c, TOP_OF_THE_HOUR, TOP_OF_THE_HOUR) == []
-    assert due_time(c, TOP_OF_THE_HOUR, TOP_OF_THE_HOUR) == c.at
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("1h30m", 5400), ("90s", 90),

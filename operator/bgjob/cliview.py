@@ -1,0 +1,281 @@
+"""What ``kubectl bgjob`` prints, as pure functions of API objects and ``now``.
+
+Kept apart from the verbs so the output is pinned by golden tests without a cluster, and so a
+table looks the same whichever verb builds it. Tables follow kubectl's habits: upper-case
+headers, columns three spaces apart, ``<none>`` for an absent time, ages like ``5m``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+NONE = "<none>"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def age(text: str | None, now: datetime) -> str:
+    """kubectl's short duration: 45s, 12m, 3h, 2d (for future times: in 12m)."""
+    t = parse_time(text)
+    if t is None:
+        return NONE
+    secs = int((now - t).total_seconds())
+    ahead = secs < 0
+    secs = abs(secs)
+    out = f"{secs}s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            out = f"{secs // size}{unit}"
+            break
+    return f"in {out}" if ahead else out
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def rate(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [list(header), *rows]]
+    return "\n".join(lines)
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _status(obj: dict[str, Any]) -> dict[str, Any]:
+    return dict(obj.get("status") or {})
+
+
+def _next_run(obj: dict[str, Any]) -> str:
+    times = (_status(obj).get("schedule") or {}).get("nextRunTimes") or []
+    return times[0] if times else NONE
+
+
+# -- list ---------------------------------------------------------------------------------
+
+def list_table(items: Sequence[dict[str, Any]], now: datetime, wide: bool = False,
+               all_namespaces: bool = False) -> str:
+    """The same columns as ``kubectl get backgroundjobs`` (and ``-o wide``)."""
+    header = ["NAMESPACE"] if all_namespaces else []
+    header += ["NAME", "SCHEDULE", "SUSPENDED", "ACTIVE", "LAST RESULT", "LAST SUCCESS",
+               "NEXT RUN", "READY", "AGE"]
+    if wide:
+        header += ["TIMEZONE", "RUNS", "SUCCESS RATE", "FAILURES IN A ROW"]
+    rows = []
+    for item in items:
+        st, conds, meta = _status(item), conditions(item), item["metadata"]
+        stats = st.get("stats") or {}
+        sched = st.get("schedule") or {}
+        row = [meta.get("namespace", "")] if all_namespaces else []
+        row += [meta["name"], sched.get("description") or "(manual only)",
+                (conds.get("Suspended") or {}).get("status", "-"),
+                str(len(st.get("active") or [])),
+                (st.get("lastRun") or {}).get("result", "-"),
+                age(st.get("lastSuccessfulTime"), now), _next_run(item),
+                (conds.get("Ready") or {}).get("status", "-"),
+                age(meta.get("creationTimestamp"), now)]
+        if wide:
+            row += [sched.get("timeZone") or (item.get("spec") or {}).get(
+                        "schedule", {}).get("timeZone", "UTC"),
+                    str(stats.get("runs", 0)), rate(stats.get("successRate")),
+                    str(stats.get("consecutiveFailures", 0))]
+        rows.append(row)
+    return table(header, rows)
+
+
+# -- history / stats / overdue ------------------------------------------------------------
+
+def history_table(obj: dict[str, Any], now: datetime) -> str:
+    """Run records, newest first: active runs, then what status.runs remembers."""
+    st = _status(obj)
+    seen: set[str] = set()
+    rows = []
+    for rec in (st.get("runs") or []):
+        if rec["job"] in seen:
+            continue
+        seen.add(rec["job"])
+        code = rec.get("exitCode")
+        rows.append([rec["job"], rec.get("trigger", "-"), str(rec.get("attempt", 1)),
+                     age(rec.get("startTime") or rec.get("scheduledTime"), now),
+                     duration(rec.get("durationSeconds")), rec.get("result", "-"),
+                     "-" if code is None else str(code),
+                     rec.get("reason") or "-"])
+    return table(["JOB", "TRIGGER", "ATTEMPT", "STARTED", "DURATION", "RESULT", "EXIT CODE",
+                  "REASON"], rows)
+
+
+def stats_table(items: Sequence[dict[str, Any]], all_namespaces: bool = False) -> str:
+    header = ["NAMESPACE"] if all_namespaces else []
+    header += ["NAME", "RUNS", "SUCCEEDED", "FAILED", "SUCCESS RATE", "AVG DURATION",
+               "FAILURES IN A ROW", "RETRIES", "MISSED"]
+    rows = []
+    for item in items:
+        s = _status(item).get("stats") or {}
+        row = [item["metadata"].get("namespace", "")] if all_namespaces else []
+        row += [item["metadata"]["name"], str(s.get("runs", 0)), str(s.get("succeeded", 0)),
+                str(s.get("failed", 0)), rate(s.get("successRate")),
+                duration(s.get("averageDurationSeconds")),
+                str(s.get("consecutiveFailures", 0)), str(s.get("retries", 0)),
+                str(s.get("missed", 0))]
+        rows.append(row)
+    return table(header, rows)
+
+
+def overdue_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [i for i in items if (conditions(i).get("Overdue") or {}).get("status") == "True"]
+
+
+def overdue_table(items: Sequence[dict[str, Any]], now: datetime) -> str:
+    rows = []
+    for item in items:
+        cond = conditions(item)["Overdue"]
+        rows.append([item["metadata"].get("namespace", ""), item["metadata"]["name"],
+                     cond.get("reason", ""), age(cond.get("lastTransitionTime"), now),
+                     str((_status(item).get("stats") or {}).get("missed", 0)),
+                     cond.get("message", "")])
+    return table(["NAMESPACE", "NAME", "REASON", "SINCE", "MISSED", "MESSAGE"], rows)
+
+
+# -- describe -----------------------------------------------------------------------------
+
+def _schedule_line(spec: dict[str, Any]) -> str:
+    sched = spec.get("schedule") or {}
+    for kind in ("cron", "every", "daily", "at"):
+        if kind in sched:
+            return f"{kind} {sched[kind]}"
+    for kind in ("weekly", "monthly"):
+        if kind in sched:
+            return f"{kind} {sched[kind].get('day')} {sched[kind].get('time')}"
+    return "none (runs only when triggered)"
+
+
+def _when(text: str, zone: tzinfo, local: tzinfo) -> str:
+    t = parse_time(text)
+    if t is None:
+        return text
+    a, b = t.astimezone(zone), t.astimezone(local)
+    return f"{a:%a %Y-%m-%d %H:%M %Z}   (local {b:%a %Y-%m-%d %H:%M %Z})"
+
+
+def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetime,
+             local: tzinfo | None = None) -> str:
+    """A person's view at 3 a.m.: what it is, when it runs next, what happened, and why."""
+    local = local or now.astimezone().tzinfo or UTC
+    meta, spec, st = obj["metadata"], obj.get("spec") or {}, _status(obj)
+    sched_st = st.get("schedule") or {}
+    zone_name = sched_st.get("timeZone") or (spec.get("schedule") or {}).get("timeZone") or "UTC"
+    try:
+        zone: tzinfo = ZoneInfo(zone_name)
+    except (ValueError, KeyError):
+        zone = UTC
+    retry = spec.get("retry") or {}
+    timeout = f"{spec['timeoutSeconds']}s" if spec.get("timeoutSeconds") else "none"
+    backoff = retry.get("backoff") or {}
+    out = [
+        f"Name:          {meta['name']}",
+        f"Namespace:     {meta.get('namespace', '')}",
+        f"Created:       {meta.get('creationTimestamp', NONE)} "
+        f"({age(meta.get('creationTimestamp'), now)} ago)",
+        f"Schedule:      {_schedule_line(spec)}",
+        f"  In words:    {sched_st.get('description') or '-'}",
+        f"  Time zone:   {zone_name}",
+        f"  Runs as:     {sched_st.get('mode') or '-'}"
+        + (f" (CronJob {st['cronJob']})" if st.get("cronJob") else ""),
+        f"Suspended:     {'yes' if spec.get('suspend') else 'no'}"
+        + (" (auto-suspended)" if (conditions(obj).get("Suspended") or {}).get("reason")
+           == "AutoSuspended" else ""),
+        f"Concurrency:   {spec.get('concurrencyPolicy', 'Forbid')}",
+        f"Timeout:       {timeout}",
+        f"Retry:         limit {retry.get('limit', 0)}, backoff "
+        f"{backoff.get('initialDelaySeconds', 60)}s x{backoff.get('factor', 2.0)} up to "
+        f"{backoff.get('maxDelaySeconds', 3600)}s"
+        + (f", non-retryable exit codes {retry['nonRetryableExitCodes']}"
+           if retry.get("nonRetryableExitCodes") else ""),
+    ]
+    params = spec.get("parameters") or {}
+    if params:
+        out.append("Parameters:    " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
+    out.append("")
+    out.append("Next runs:")
+    times = sched_st.get("nextRunTimes") or []
+    out += [f"  {_when(t, zone, local)}" for t in times] or ["  none"]
+    if st.get("retry"):
+        r = st["retry"]
+        out.append(f"Pending retry: attempt {r.get('attempt')} of {r.get('job')} at "
+                   f"{_when(r.get('nextRetryTime', ''), zone, local)}")
+    active = st.get("active") or []
+    out.append("")
+    out.append(f"Active runs:   {len(active)}")
+    out += [f"  {a['job']} ({a.get('trigger', '-')}, attempt {a.get('attempt', 1)}, started "
+            f"{age(a.get('startTime'), now)} ago)" for a in active]
+    out.append("")
+    out.append("Run history:")
+    out += ["  " + line for line in history_table(obj, now).splitlines()]
+    s = st.get("stats") or {}
+    out.append("")
+    out.append(f"Stats:         {s.get('runs', 0)} runs, {s.get('succeeded', 0)} succeeded, "
+               f"{s.get('failed', 0)} failed, success rate {rate(s.get('successRate'))}, "
+               f"average {duration(s.get('averageDurationSeconds'))}, "
+               f"{s.get('consecutiveFailures', 0)} failures in a row, "
+               f"{s.get('retries', 0)} retries, {s.get('missed', 0)} missed")
+    out.append("")
+    out.append("Conditions:")
+    conds = st.get("conditions") or []
+    out += ["  " + line for line in table(
+        ["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"],
+        [[c["type"], c["status"], c.get("reason", ""),
+          age(c.get("lastTransitionTime"), now), c.get("message", "")] for c in conds],
+    ).splitlines()]
+    out.append("")
+    out.append("Events:")
+    if events:
+        out += ["  " + line for line in table(
+            ["TYPE", "REASON", "AGE", "MESSAGE"],
+            [[e.get("type", ""), e.get("reason", ""), age(event_time(e), now),
+              e.get("message", "")] for e in events],
+        ).splitlines()]
+    else:
+        out.append("  <none>")
+    return "\n".join(out)
+
+
+def event_time(e: dict[str, Any]) -> str | None:
+    return (e.get("lastTimestamp") or e.get("eventTime")
+            or (e.get("metadata") or {}).get("creationTimestamp"))
+
+
+def recent_events(events: Iterable[dict[str, Any]], limit: int = 10) -> list[dict[str, Any]]:
+    ordered = sorted(events, key=lambda e: event_time(e) or "")
+    return ordered[-limit:]
+
+
+def suspend_change(name: str, namespace: str, suspend: bool) -> str:
+    """What ``suspend``/``resume --dry-run`` prints: the same change for a Git repository."""
+    value = "true" if suspend else "false"
+    return (f"# In Git, change the BackgroundJob {namespace}/{name}:\n"
+            f"spec:\n  suspend: {value}\n"
+            f"# or, the same patch by hand:\n"
+            f"kubectl -n {namespace} patch backgroundjob {name} --type merge "
+            f"-p '{{\"spec\":{{\"suspend\":{value}}}}}'")

@@ -1,0 +1,193 @@
+"""Golden tests of what ``kubectl bgjob`` prints, from fixed objects and a fixed ``now``.
+
+The expected text lives in ``tests/unit/golden/*.txt``; after an intended change, regenerate it
+with ``UPDATE_GOLDEN=1 pytest tests/unit/test_cliview.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bgjob import api, cli, cliview
+
+GOLDEN = Path(__file__).parent / "golden"
+NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text + "\n")
+    assert text + "\n" == path.read_text(), f"{name} changed; see the module docstring"
+
+
+def cleanup() -> dict[str, Any]:
+    run = {"trigger": "scheduled", "attempt": 1, "reason": "", "message": ""}
+    return {
+        "metadata": {"name": "document-cleanup", "namespace": "platform",
+                     "creationTimestamp": "2026-11-01T09:00:00Z"},
+        "spec": {"schedule": {"cron": "0 2 * * *", "timeZone": "Europe/Berlin"},
+                 "suspend": False, "concurrencyPolicy": "Forbid", "timeoutSeconds": 7200,
+                 "parameters": {"cleanup_level": "normal"},
+                 "retry": {"limit": 3, "nonRetryableExitCodes": [2, 64], "backoff": {
+                     "initialDelaySeconds": 60, "factor": 2.0, "maxDelaySeconds": 3600}}},
+        "status": {
+            "schedule": {"kind": "cron", "cron": "0 2 * * *", "timeZone": "Europe/Berlin",
+                         "description": "At 02:00, every day", "mode": "CronJob",
+                         "nextRunTimes": ["2026-11-23T01:00:00Z", "2026-11-24T01:00:00Z",
+                                          "2026-11-25T01:00:00Z"]},
+            "cronJob": "document-cleanup",
+            "active": [{"job": "document-cleanup-29395260", "trigger": "manual",
+                        "attempt": 1, "startTime": "2026-11-22T11:58:00Z"}],
+            "lastSuccessfulTime": "2026-11-22T01:00:12Z",
+            "lastRun": {**run, "job": "document-cleanup-29394180", "result": "Succeeded"},
+            "runs": [
+                {**run, "job": "document-cleanup-29394180", "startTime": "2026-11-22T01:00:00Z",
+                 "durationSeconds": 12.4, "result": "Succeeded", "exitCode": 0},
+                {**run, "job": "document-cleanup-29392740-r2", "trigger": "retry",
+                 "attempt": 2, "startTime": "2026-11-21T01:02:00Z",
+                 "durationSeconds": 3725.0, "result": "DeadlineExceeded",
+                 "reason": "DeadlineExceeded"},
+                {**run, "job": "document-cleanup-29392740", "startTime": "2026-11-21T01:00:00Z",
+                 "durationSeconds": 75.5, "result": "Failed", "exitCode": 1,
+                 "reason": "BackoffLimitExceeded"},
+            ],
+            "stats": {"runs": 120, "succeeded": 117, "failed": 3, "successRate": 0.975,
+                      "averageDurationSeconds": 11.8, "consecutiveFailures": 0,
+                      "retries": 2, "missed": 1},
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Scheduled",
+                 "message": "the schedule is in place",
+                 "lastTransitionTime": "2026-11-01T09:00:01Z"},
+                {"type": "Suspended", "status": "False", "reason": "Active", "message": "",
+                 "lastTransitionTime": "2026-11-01T09:00:01Z"},
+                {"type": "Failing", "status": "False", "reason": "LastRunSucceeded",
+                 "message": "", "lastTransitionTime": "2026-11-22T01:00:12Z"},
+                {"type": "Overdue", "status": "False", "reason": "OnTime", "message": "",
+                 "lastTransitionTime": "2026-11-01T09:00:01Z"},
+            ],
+        },
+    }
+
+
+def late() -> dict[str, Any]:
+    obj = copy.deepcopy(cleanup())
+    obj["metadata"].update(name="health-check", namespace="ops")
+    obj["status"]["schedule"].update(description="Every 15m", timeZone="UTC",
+                                     nextRunTimes=["2026-11-22T12:15:00Z"])
+    obj["status"]["conditions"][3].update(
+        status="True", reason="MissedSchedule", lastTransitionTime="2026-11-22T11:45:30Z",
+        message="the run due at 2026-11-22T11:45:00Z did not start within "
+                "startingDeadlineSeconds and was skipped")
+    obj["status"]["stats"].update(runs=4, succeeded=2, failed=2, successRate=0.5,
+                                  consecutiveFailures=2, missed=3)
+    obj["status"]["active"] = []
+    return obj
+
+
+def manual_only() -> dict[str, Any]:
+    return {"metadata": {"name": "reindex", "namespace": "platform",
+                         "creationTimestamp": "2026-11-22T11:59:15Z"},
+            "spec": {}, "status": {"stats": {"runs": 0}}}
+
+
+EVENTS = [
+    {"type": "Normal", "reason": "RunStarted", "lastTimestamp": "2026-11-22T11:58:00Z",
+     "message": "Started manual run document-cleanup-29395260 (attempt 1)"},
+    {"type": "Warning", "reason": "RunFailed", "lastTimestamp": "2026-11-21T01:01:15Z",
+     "message": "Run document-cleanup-29392740 ended Failed, exit code 1"},
+]
+
+
+def test_list_tables() -> None:
+    items = [cleanup(), late(), manual_only()]
+    golden("list.txt", cliview.list_table(items, NOW))
+    golden("list-wide-all.txt", cliview.list_table(items, NOW, wide=True,
+                                                   all_namespaces=True))
+
+
+def test_describe() -> None:
+    golden("describe.txt", cliview.describe(cleanup(), cliview.recent_events(EVENTS), NOW,
+                                            local=NEW_YORK))
+    golden("describe-manual-only.txt", cliview.describe(manual_only(), [], NOW, local=UTC))
+
+
+def test_history_stats_overdue() -> None:
+    golden("history.txt", cliview.history_table(cleanup(), NOW))
+    golden("stats.txt", cliview.stats_table([cleanup(), late()], all_namespaces=True))
+    items = cliview.overdue_items([cleanup(), late()])
+    assert [i["metadata"]["name"] for i in items] == ["health-check"]
+    golden("overdue.txt", cliview.overdue_table(items, NOW))
+
+
+def test_suspend_change_is_a_patch_a_gitops_user_can_repeat() -> None:
+    golden("suspend-dry-run.txt", cliview.suspend_change("document-cleanup", "platform", True))
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    (None, "<none>"), ("2026-11-22T11:59:15Z", "45s"), ("2026-11-22T11:00:00Z", "1h"),
+    ("2026-11-22T10:00:00Z", "2h"), ("2026-11-19T12:00:00Z", "3d"),
+    ("2026-11-22T12:15:00Z", "in 15m"),
+])
+def test_age(text: str | None, want: str) -> None:
+    assert cliview.age(text, NOW) == want
+
+
+@pytest.mark.parametrize(("seconds", "want"), [
+    (None, "-"), (0.4, "0.4s"), (12.44, "12.4s"), (75.5, "1m16s"), (3725, "1h02m"),
+])
+def test_duration(seconds: float | None, want: str) -> None:
+    assert cliview.duration(seconds) == want
+
+
+def test_validate_output(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.cmd_validate(cli.build_parser().parse_args(
+        ["validate", "every:90m", "--from", "2026-03-29T00:00:00", "--tz", "Europe/Berlin",
+         "--count", "3"]))
+    golden("validate.txt", capsys.readouterr().out.rstrip("\n"))
+
+
+# -- the plugin's pure parts ---------------------------------------------------------------
+
+def test_parameters_are_judged_before_anything_is_written() -> None:
+    assert cli.parse_params(["scope=full", "SIM_EXIT_CODE=3", "empty="]) == {
+        "scope": "full", "SIM_EXIT_CODE": "3", "empty": ""}
+    for bad in ("novalue", "=x", "1st=x", "a b=c"):
+        with pytest.raises(cli.CliError, match="--param"):
+            cli.parse_params([bad])
+
+
+def test_run_patch_clears_an_earlier_runs_parameters_and_force() -> None:
+    ann = cli.run_patch("17", {}, False)["metadata"]["annotations"]
+    assert ann == {api.ANN_RUN_NOW: "17", api.ANN_RUN_PARAMETERS: None, api.ANN_RUN_FORCE: None}
+    ann = cli.run_patch("18", {"b": "2", "a": "1"}, True)["metadata"]["annotations"]
+    assert json.loads(ann[api.ANN_RUN_PARAMETERS]) == {"a": "1", "b": "2"}
+    assert ann[api.ANN_RUN_FORCE] == "true"
+
+
+def test_completion_candidates() -> None:
+    parser = cli.build_parser()
+    asked: list[str | None] = []
+
+    def names(ns: str | None) -> list[str]:
+        asked.append(ns)
+        return ["cleanup", "report"]
+
+    assert cli.candidates(parser, [""], names)[:3] == ["cancel", "completion", "describe"]
+    assert cli.candidates(parser, ["-n", "ops", "de"], names) == ["describe"]
+    assert cli.candidates(parser, ["-n", "ops", "describe", "c"], names) == ["cleanup"]
+    assert asked == ["ops"]
+    assert cli.candidates(parser, ["describe", "cleanup", ""], names) == []
+    assert cli.candidates(parser, ["run", "--f"], names) == ["--force"]
+    assert cli.candidates(parser, ["run", "--param", "x=1", ""], names) == ["cleanup", "report"]
+    assert cli.candidates(parser, ["list", ""], names) == []
+    assert cli.candidates(parser, ["nope", ""], names) == []
