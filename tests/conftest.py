@@ -100,6 +100,7 @@ class Operator:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = localcluster.free_port()
+        self.metrics_port = localcluster.free_port()
 
     def start(self) -> None:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
@@ -108,7 +109,7 @@ class Operator:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bgjob", "--listen-address", "127.0.0.1",
              "--health-port", str(self.health_port),
-             "--metrics-port", str(localcluster.free_port())],
+             "--metrics-port", str(self.metrics_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             preexec_fn=localcluster._die_with_parent,
         )

@@ -139,22 +139,28 @@ def render_text() -> str:
     return HEADER + yaml.safe_dump(render(), sort_keys=False, width=100)
 
 
+CHART_COPY = Path("charts/bgjob-operator/files")  # the chart renders the CRD from this copy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate the BackgroundJob CRD.")
-    parser.add_argument("--check", action="store_true", help="fail if the file is stale")
-    parser.add_argument("--dir", default="crds", help="output folder (default crds/)")
+    parser.add_argument("--check", action="store_true", help="fail if a file is stale")
+    parser.add_argument("--dir", action="append", default=None,
+                        help=f"output folder (default: crds/ and {CHART_COPY}/)")
     args = parser.parse_args(argv)
-    path = Path(args.dir) / CRD_FILE
     text = render_text()
-    if args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{path} is stale: run python -m bgjob.crd", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {path}")
-    return 0
+    stale = 0
+    for folder in args.dir or ["crds", str(CHART_COPY)]:
+        path = Path(folder) / CRD_FILE
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                print(f"{path} is stale: run python -m bgjob.crd", file=sys.stderr)
+                stale = 1
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+    return stale
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any
 
 import kopf
 
 from bgjob import api
 from bgjob.k8s import Kube
+from bgjob.metrics import Metrics
 from bgjob.reconciler import Observed, Reconciler
 
 log = logging.getLogger("bgjob.handlers")
@@ -47,8 +49,9 @@ def _plain(value: Any) -> Any:
 class Controller:
     """Serialises reconciles per object, coalesces bursts, and owns the requeue timers."""
 
-    def __init__(self, kube: Kube) -> None:
-        self.reconciler = Reconciler(kube)
+    def __init__(self, kube: Kube, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
+        self.reconciler = Reconciler(kube, metrics=metrics)
         self.locks: dict[Key, asyncio.Lock] = {}
         self.pending: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
@@ -86,18 +89,25 @@ class Controller:
             if obs is None:
                 self.forget(key)
                 return
+            started = time.monotonic()
             try:
                 outcome = await asyncio.to_thread(self.reconciler.reconcile, obs)
             except Exception:
+                self._count("error", started)
                 n = self.failures.get(key, 0) + 1
                 self.failures[key] = n
                 delay = min(MAX_ERROR_BACKOFF, 2.0 ** n) * random.uniform(0.8, 1.2)
                 log.exception("reconcile %s/%s failed; retrying in %.0fs", *key, delay)
                 self.requeue(key, delay)
                 return
+            self._count("success", started)
             self.failures.pop(key, None)
             if outcome.requeue_after is not None:
                 self.requeue(key, outcome.requeue_after)
+
+    def _count(self, result: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.reconciled(result, time.monotonic() - started)
 
     def requeue(self, key: Key, delay: float) -> None:
         old = self.timers.pop(key, None)

@@ -14,9 +14,10 @@ from typing import Any
 
 import kopf
 
-from bgjob import api
+from bgjob import api, serving
 from bgjob.handlers import Controller, register
 from bgjob.k8s import Kube, load_config
+from bgjob.metrics import Metrics
 
 
 class JsonFormatter(logging.Formatter):
@@ -93,8 +94,10 @@ async def run(args: argparse.Namespace) -> None:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     kube = Kube(load_config(args.kubeconfig))
+    metrics = Metrics()
+    health = serving.Health()
     registry = kopf.OperatorRegistry()
-    controller = Controller(kube)
+    controller = Controller(kube, metrics)
     register(registry, controller)
 
     @kopf.on.startup(registry=registry)
@@ -106,14 +109,23 @@ async def run(args: argparse.Namespace) -> None:
         return kopf.login_with_kubeconfig(**kwargs) if not os.environ.get(
             "KUBERNETES_SERVICE_HOST") else kopf.login_with_service_account(**kwargs)
 
-    await kopf.operator(
+    runners = await serving.start(args.listen_address, args.metrics_port, args.health_port,
+                                  metrics, health)
+    probe = asyncio.create_task(serving.probe_api(kube, args.namespace, health))
+    health.operator_task = asyncio.create_task(kopf.operator(
         registry=registry,
         standalone=not args.peering,
         peering_name="bgjob-operator" if args.peering else None,
         namespaces=args.namespace,
         clusterwide=not args.namespace,
-        liveness_endpoint=f"http://{args.listen_address}:{args.health_port}/healthz",
-    )
+        ready_flag=health.started,
+    ))
+    try:
+        await health.operator_task
+    finally:
+        probe.cancel()
+        for runner in runners:
+            await runner.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -28,6 +28,7 @@ from bgjob.api import (
     ScheduleStatus,
 )
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
+from bgjob.metrics import Metrics
 from bgjob.triggers import Action
 
 log = logging.getLogger("bgjob.reconciler")
@@ -137,8 +138,10 @@ class Pass:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, kube: Kube, clock: Callable[[], datetime] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.kube = kube
+        self.metrics = metrics
         self.clock = clock or (lambda: datetime.now(UTC))
         # Children we created or changed whose watch event has not arrived yet (like
         # client-go's "expectations"): without them a fast second pass would act twice.
@@ -153,6 +156,8 @@ class Reconciler:
     def forget(self, key: tuple[str, str]) -> None:
         for cache in (self.recent_cronjobs, self.recent_jobs, self.written, self.deleted_jobs):
             cache.pop(key, None)
+        if self.metrics is not None:
+            self.metrics.forget(key)
 
     def reconcile(self, obs: Observed) -> Outcome:
         ctx = self._begin(obs)
@@ -205,6 +210,8 @@ class Reconciler:
         ### 10: Write our annotations and status (only what changed), then the events.
         if not self._write(ctx):
             return ctx.out
+        if self.metrics is not None:
+            self.metrics.record((ctx.ns, ctx.name), ctx.old, ctx.new)
 
         ### 11: Prune finished Jobs we own beyond the history limits (now that they are counted).
         self._step_prune(ctx)
@@ -738,10 +745,14 @@ class Reconciler:
         failing, reason, message = st.failing_condition(new)
         if failing and spec is not None and new.runs:
             verdict = retry.classify(new.runs[0], spec.retry)
+            retrying = [j["metadata"]["name"] for j in ctx.active_jobs()
+                        if st.trigger_of(j) == "retry"]
             if new.retry is not None:
                 reason, message = "RetryPending", (
                     f"{message}; attempt {new.retry.attempt} starts at "
                     f"{new.retry.next_retry_time}")
+            elif retrying:  # the retry started in this very pass: not final yet
+                reason, message = "RetryRunning", f"{message}; retry {retrying[0]} is running"
             elif spec.retry.limit > 0 or verdict is retry.Verdict.NON_RETRYABLE:
                 reason = "RetriesExhausted"
         conds = st.set_condition(conds, "Failing", failing, reason, message, gen, now)

@@ -1,0 +1,115 @@
+"""Prometheus metrics with the contract's names, types and labels.
+
+Gauges are set from the status each pass ends with, so after a restart they come back with the
+first pass (status is the memory). Counters count what this process saw happen — finished runs,
+retries, missed runs — starting from zero, as Prometheus expects of a restarted process; they
+move only after the status write that records the change succeeded, so a pass redone after a
+409 never counts twice. The series of a deleted BackgroundJob are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import defaultdict
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bgjob import status as st
+from bgjob.api import BackgroundJobStatus
+
+Key = tuple[str, str]
+RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+FINAL = {st.SUCCEEDED, st.FAILED, st.DEADLINE_EXCEEDED, st.CANCELLED}
+
+
+def _ts(text: str | None) -> float | None:
+    t = st.parse_time(text)
+    return t.timestamp() if t else None
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        obj = ["namespace", "backgroundjob"]
+        r = self.registry
+        self.runs = Counter("bgjob_runs_total", "Finished runs, by trigger and result.",
+                            [*obj, "trigger", "result"], registry=r)
+        self.duration = Histogram("bgjob_run_duration_seconds", "Duration of finished runs.",
+                                  [*obj, "result"], buckets=RUN_BUCKETS, registry=r)
+        self.last_success = Gauge("bgjob_last_success_timestamp_seconds",
+                                  "Completion time of the last successful run (Unix time).",
+                                  obj, registry=r)
+        self.next_run = Gauge("bgjob_next_run_timestamp_seconds",
+                              "Next scheduled run (Unix time).", obj, registry=r)
+        self.active = Gauge("bgjob_active_runs", "Runs in progress.", obj, registry=r)
+        self.consecutive = Gauge("bgjob_consecutive_failures", "Failed runs in a row.", obj,
+                                 registry=r)
+        self.retries = Counter("bgjob_retries_total", "Retry attempts started.", obj,
+                               registry=r)
+        self.missed = Counter("bgjob_missed_runs_total", "Scheduled runs skipped (misfires).",
+                              obj, registry=r)
+        self.overdue = Gauge("bgjob_overdue", "1 while a due run has not started.", obj,
+                             registry=r)
+        self.reconciles = Counter("bgjob_reconcile_total", "Reconcile passes by result.",
+                                  ["result"], registry=r)
+        self.reconcile_seconds = Histogram("bgjob_reconcile_duration_seconds",
+                                           "Time per reconcile pass.", ["result"],
+                                           buckets=RECONCILE_BUCKETS, registry=r)
+        self._lock = threading.Lock()
+        self._run_labels: dict[Key, set[tuple[str, str]]] = defaultdict(set)
+        self._duration_labels: dict[Key, set[str]] = defaultdict(set)
+        self._objects: set[Key] = set()
+
+    def record(self, key: Key, old: BackgroundJobStatus, new: BackgroundJobStatus) -> None:
+        """After a successful write (or none needed): counters by what changed, gauges from
+        the status as it now stands."""
+        ns, name = key
+        with self._lock:
+            self._objects.add(key)
+            before = {r.job for r in old.runs if r.result in FINAL}
+            for rec in new.runs:
+                if rec.result in FINAL and rec.job not in before:
+                    self.runs.labels(ns, name, rec.trigger, rec.result).inc()
+                    self._run_labels[key].add((rec.trigger, rec.result))
+                    if rec.duration_seconds is not None:
+                        self.duration.labels(ns, name, rec.result).observe(rec.duration_seconds)
+                        self._duration_labels[key].add(rec.result)
+            self.retries.labels(ns, name).inc(max(0, new.stats.retries - old.stats.retries))
+            self.missed.labels(ns, name).inc(max(0, new.stats.missed - old.stats.missed))
+            last = _ts(new.last_successful_time)
+            if last is not None:
+                self.last_success.labels(ns, name).set(last)
+            times = new.schedule.next_run_times if new.schedule else []
+            nxt = _ts(times[0]) if times else None
+            if nxt is not None:
+                self.next_run.labels(ns, name).set(nxt)
+            else:
+                self._remove(self.next_run, ns, name)
+            self.active.labels(ns, name).set(len(new.active))
+            self.consecutive.labels(ns, name).set(new.stats.consecutive_failures)
+            cond = st.condition(new, "Overdue")
+            self.overdue.labels(ns, name).set(1 if cond and cond.status == "True" else 0)
+
+    def forget(self, key: Key) -> None:
+        """The BackgroundJob is gone: so are its series."""
+        ns, name = key
+        with self._lock:
+            self._objects.discard(key)
+            for trigger, result in self._run_labels.pop(key, set()):
+                self._remove(self.runs, ns, name, trigger, result)
+            for result in self._duration_labels.pop(key, set()):
+                self._remove(self.duration, ns, name, result)
+            for metric in (self.last_success, self.next_run, self.active, self.consecutive,
+                           self.retries, self.missed, self.overdue):
+                self._remove(metric, ns, name)
+
+    def reconciled(self, result: str, seconds: float) -> None:
+        self.reconciles.labels(result).inc()
+        self.reconcile_seconds.labels(result).observe(seconds)
+
+    @staticmethod
+    def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
+        with contextlib.suppress(KeyError):
+            metric.remove(*labels)

@@ -1,0 +1,91 @@
+"""Metrics follow status: counters move once per change, gauges mirror status, series of a
+deleted BackgroundJob go away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bgjob.api import BackgroundJobStatus
+from bgjob.metrics import Metrics
+
+KEY = ("platform", "cleanup")
+LABELS = {"namespace": "platform", "backgroundjob": "cleanup"}
+
+
+def status(**doc: Any) -> BackgroundJobStatus:
+    return BackgroundJobStatus.model_validate(doc)
+
+
+def value(reg: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return reg.get_sample_value(name, {**LABELS, **labels})
+
+
+RUN_OK = {"job": "cleanup-1", "trigger": "scheduled", "result": "Succeeded",
+          "durationSeconds": 12.0}
+RUN_BAD = {"job": "cleanup-m-1", "trigger": "manual", "result": "Failed", "durationSeconds": 3.0}
+
+
+def test_counters_move_once_and_gauges_mirror_status() -> None:
+    m = Metrics()
+    reg = m.registry
+    empty = status()
+    one = status(runs=[{"job": "cleanup-1", "trigger": "scheduled", "result": "Running"}],
+                 active=[{"job": "cleanup-1", "trigger": "scheduled"}],
+                 schedule={"kind": "cron", "mode": "CronJob",
+                           "nextRunTimes": ["2026-11-23T01:00:00Z"]})
+    m.record(KEY, empty, one)
+    assert value(reg, "bgjob_active_runs") == 1
+    assert value(reg, "bgjob_next_run_timestamp_seconds") == 1795395600.0
+    assert value(reg, "bgjob_runs_total", trigger="scheduled", result="Succeeded") is None
+
+    two = status(runs=[RUN_BAD, RUN_OK], lastSuccessfulTime="2026-11-22T01:00:12Z",
+                 stats={"runs": 2, "retries": 1, "missed": 2, "consecutiveFailures": 1},
+                 conditions=[{"type": "Overdue", "status": "True", "reason": "MissedSchedule",
+                              "lastTransitionTime": "2026-11-22T01:00:00Z"}])
+    m.record(KEY, one, two)
+    m.record(KEY, two, two)  # a pass that changed nothing counts nothing
+    assert value(reg, "bgjob_runs_total", trigger="scheduled", result="Succeeded") == 1
+    assert value(reg, "bgjob_runs_total", trigger="manual", result="Failed") == 1
+    assert value(reg, "bgjob_run_duration_seconds_count", result="Succeeded") == 1
+    assert value(reg, "bgjob_run_duration_seconds_sum", result="Failed") == 3.0
+    assert value(reg, "bgjob_retries_total") == 1
+    assert value(reg, "bgjob_missed_runs_total") == 2
+    assert value(reg, "bgjob_consecutive_failures") == 1
+    assert value(reg, "bgjob_overdue") == 1
+    assert value(reg, "bgjob_active_runs") == 0
+    assert value(reg, "bgjob_last_success_timestamp_seconds") == 1795309212.0
+    assert value(reg, "bgjob_next_run_timestamp_seconds") is None  # no next run any more
+
+
+def test_a_restarted_process_restores_gauges_and_starts_counters_at_zero() -> None:
+    m = Metrics()
+    old = status(runs=[RUN_OK], lastSuccessfulTime="2026-11-22T01:00:12Z",
+                 stats={"runs": 7, "consecutiveFailures": 0})
+    m.record(KEY, old, old)  # the first pass after a restart: status as it was
+    assert value(m.registry, "bgjob_last_success_timestamp_seconds") == 1795309212.0
+    assert value(m.registry, "bgjob_runs_total", trigger="scheduled", result="Succeeded") is None
+    assert value(m.registry, "bgjob_retries_total") == 0
+
+
+def test_series_of_a_deleted_backgroundjob_are_removed() -> None:
+    m = Metrics()
+    m.record(KEY, status(), status(runs=[RUN_OK, RUN_BAD], stats={"retries": 1}))
+    m.record(("platform", "other"), status(), status(runs=[RUN_OK]))
+    m.forget(KEY)
+    text = [s for fam in m.registry.collect() for s in fam.samples
+            if s.labels.get("backgroundjob") == "cleanup"]
+    assert text == []
+    assert m.registry.get_sample_value("bgjob_runs_total", {
+        "namespace": "platform", "backgroundjob": "other", "trigger": "scheduled",
+        "result": "Succeeded"}) == 1
+
+
+def test_reconcile_metrics() -> None:
+    m = Metrics()
+    m.reconciled("success", 0.01)
+    m.reconciled("error", 0.2)
+    assert m.registry.get_sample_value("bgjob_reconcile_total", {"result": "success"}) == 1
+    assert m.registry.get_sample_value("bgjob_reconcile_duration_seconds_count",
+                                       {"result": "error"}) == 1
