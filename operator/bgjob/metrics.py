@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import Counter as Tally
 from collections import defaultdict
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bgjob import status as st
 from bgjob.api import BackgroundJobStatus
@@ -105,6 +109,11 @@ class Metrics:
                            self.retries, self.missed, self.overdue):
                 self._remove(metric, ns, name)
 
+    def track_writes(self, writes: Tally[str]) -> None:
+        """Expose the API client's own write counter (``bgjob_api_writes_total``), so the
+        benchmark can cross-check what the API server's audit log counted."""
+        self.registry.register(_WritesCollector(writes))
+
     def reconciled(self, result: str, seconds: float) -> None:
         self.reconciles.labels(result).inc()
         self.reconcile_seconds.labels(result).observe(seconds)
@@ -113,3 +122,16 @@ class Metrics:
     def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
         with contextlib.suppress(KeyError):
             metric.remove(*labels)
+
+
+class _WritesCollector(Collector):
+    def __init__(self, writes: Tally[str]) -> None:
+        self.writes = writes
+
+    def collect(self) -> Iterator[Metric]:
+        fam = CounterMetricFamily("bgjob_api_writes", "API writes made by the operator.",
+                                  labels=["method", "resource"])
+        for key, n in sorted(self.writes.items()):
+            method, _, resource = key.partition(" ")
+            fam.add_metric([method, resource], n)
+        yield fam

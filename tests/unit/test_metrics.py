@@ -89,3 +89,17 @@ def test_reconcile_metrics() -> None:
     assert m.registry.get_sample_value("bgjob_reconcile_total", {"result": "success"}) == 1
     assert m.registry.get_sample_value("bgjob_reconcile_duration_seconds_count",
                                        {"result": "error"}) == 1
+
+
+def test_the_clients_own_write_counter_is_exposed() -> None:
+    from collections import Counter
+
+    writes: Counter[str] = Counter()
+    m = Metrics()
+    m.track_writes(writes)
+    writes["POST cronjobs"] += 2
+    writes["PATCH backgroundjobs/status"] += 1
+    assert m.registry.get_sample_value("bgjob_api_writes_total", {
+        "method": "POST", "resource": "cronjobs"}) == 2
+    assert m.registry.get_sample_value("bgjob_api_writes_total", {
+        "method": "PATCH", "resource": "backgroundjobs/status"}) == 1

@@ -1,0 +1,586 @@
+"""The benchmark: bgjob-operator against the local control plane, next to a direct client.
+
+``python hack/bench/bench.py --quick`` (N=100, what CI runs) or ``--full`` (N = 100, 1,000,
+5,000). Each N gets a fresh control plane; the operator runs as a subprocess under its own
+ServiceAccount with the chart's RBAC (never cluster-admin, so API priority and fairness apply).
+API writes are counted from the API server's audit log (user = the operator's ServiceAccount)
+and cross-checked with the operator's own ``bgjob_api_writes_total``. Results go to
+``bench-results/<mode>.json`` and a Markdown table on stdout. Everything listens and connects on
+127.0.0.1 and every phase has a deadline, so the run ends by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT / "hack" / "cluster"))
+
+import localcluster  # noqa: E402
+
+SA_NS, SA_NAME = "bgjob-system", "bgjob-operator"
+SA_USER = f"system:serviceaccount:{SA_NS}:{SA_NAME}"
+BJ = "/apis/bgjob.dev/v1alpha1"
+PHASE_TIMEOUT = 900.0
+
+
+def spread_cron(i: int) -> str:
+    """The i-th of 10,080 weekly minutes: no two BackgroundJobs fire in the same minute."""
+    day, rest = divmod(i % 10080, 1440)
+    hour, minute = divmod(rest, 60)
+    return f"{minute} {hour} * * {day}"
+
+
+def bgjob(name: str, i: int, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "schedule": {"cron": spread_cron(i)},
+        "template": {"spec": {"template": {"spec": {"containers": [
+            {"name": "main", "image": "busybox:1.36"}]}}}},
+    }
+    spec.update(extra)
+    return {"apiVersion": "bgjob.dev/v1alpha1", "kind": "BackgroundJob",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def cronjob(name: str, i: int) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
+            "spec": {"schedule": spread_cron(i), "jobTemplate": {"spec": {"template": {
+                "spec": {"restartPolicy": "Never", "containers": [
+                    {"name": "main", "image": "busybox:1.36"}]}}}}}}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+class Api:
+    """A keep-alive async client on 127.0.0.1 (admin cert, or a bearer token)."""
+
+    def __init__(self, lc: localcluster.LocalCluster, token: str | None = None,
+                 limit: int = 256) -> None:
+        ctx = ssl.create_default_context(cafile=str(lc.pki / "ca.crt"))
+        if token is None:
+            ctx.load_cert_chain(str(lc.pki / "admin.crt"), str(lc.pki / "admin.key"))
+        self.base = lc.server
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=limit), headers=headers,
+            timeout=aiohttp.ClientTimeout(total=120))
+
+    async def call(self, method: str, path: str, body: Any = None,
+                   content_type: str = "application/json", ok: tuple[int, ...] = (200, 201),
+                   ) -> dict[str, Any]:
+        for attempt in range(20):
+            async with self.session.request(
+                    method, self.base + path, data=None if body is None else json.dumps(body),
+                    headers={"Content-Type": content_type}) as resp:
+                if resp.status == 429 and attempt < 19:
+                    await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                    continue
+                data = await resp.read()
+                if resp.status not in ok:
+                    raise RuntimeError(f"{method} {path}: {resp.status} {data[:300]!r}")
+                return dict(json.loads(data)) if data else {}
+        raise RuntimeError("unreachable")
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+async def gather_limited(n: int, conc: int, fn: Callable[[int], Awaitable[Any]]) -> None:
+    sem = asyncio.Semaphore(conc)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await fn(i)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+class Audit:
+    """Writes by the operator's ServiceAccount, read from the API server's audit log."""
+
+    def __init__(self, lc: localcluster.LocalCluster) -> None:
+        self.path = lc.logs / "audit.log"
+
+    def mark(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def writes(self, since: int, until: int | None = None) -> Counter[str]:
+        out: Counter[str] = Counter()
+        with open(self.path, "rb") as f:
+            f.seek(since)
+            data = f.read() if until is None else f.read(until - since)
+        for line in data.splitlines():
+            ev = json.loads(line)
+            if ev.get("user", {}).get("username") != SA_USER or ev.get("stage") != \
+                    "ResponseComplete":
+                continue
+            ref = ev.get("objectRef") or {}
+            res = ref.get("resource", "?") + (f"/{ref['subresource']}"
+                                              if ref.get("subresource") else "")
+            out[f"{ev['verb']} {res}"] += 1
+        return out
+
+
+class OperatorProc:
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.health = localcluster.free_port()
+        self.metrics = localcluster.free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bgjob", "--listen-address", "127.0.0.1", "--health-port",
+             str(self.health), "--metrics-port", str(self.metrics), "--kubeconfig",
+             str(self.kubeconfig)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            preexec_fn=localcluster._die_with_parent)
+        out.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def _stat(self) -> list[str]:
+        assert self.proc is not None
+        return Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    def cpu_seconds(self) -> float:
+        fields = self._stat()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+
+    def scrape(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics",
+                                    timeout=10) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def processed(self) -> int:
+        """BackgroundJobs that had a successful pass in this process: each one gets its
+        gauges then (bgjob_active_runs is set for every object)."""
+        try:
+            return sum(1 for k in self.scrape() if k.startswith("bgjob_active_runs{"))
+        except OSError:
+            return 0
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health}/readyz",
+                                        timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+
+async def wait_for(what: str, check: Callable[[], Awaitable[bool]], interval: float = 0.2,
+                   limit: float = PHASE_TIMEOUT) -> None:
+    deadline = time.monotonic() + limit
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done after {limit:.0f}s")
+        await asyncio.sleep(interval)
+
+
+async def converged(api: Api, ns: str, n: int) -> bool:
+    """All n BackgroundJobs Ready with their CronJob."""
+    bjs = await api.call("GET", f"{BJ}/namespaces/{ns}/backgroundjobs")
+    ready = sum(1 for b in bjs["items"] if any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in (b.get("status") or {}).get("conditions") or []))
+    if ready < n:
+        return False
+    cjs = await api.call("GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs?limit=1")
+    remaining = int(cjs["metadata"].get("remainingItemCount") or 0)
+    return len(cjs["items"]) + remaining >= n
+
+
+async def create_namespace(api: Api, ns: str) -> None:
+    await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": ns}}, ok=(201, 409))
+
+
+def operator_identity(lc: localcluster.LocalCluster, work: Path) -> Path:
+    """The chart's ServiceAccount and RBAC (rendered by helm), and a kubeconfig with its
+    token."""
+    rendered = subprocess.run(
+        [str(lc.bin_dir / "helm"), "template", "bgjob-operator", str(ROOT / "charts" /
+         "bgjob-operator"), "-n", SA_NS, "--set", "crds.enabled=false"],
+        capture_output=True, text=True, check=True,
+        env=dict(os.environ, HELM_CACHE_HOME=str(work / "helm"),
+                 HELM_CONFIG_HOME=str(work / "helm"), HELM_DATA_HOME=str(work / "helm"))).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in (
+        "ClusterRole", "ClusterRoleBinding")]
+    lc.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    lc.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+               "crd/backgroundjobs.bgjob.dev")
+    lc.kubectl("create", "namespace", SA_NS, check=False)
+    lc.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
+    return lc.service_account_kubeconfig(SA_NS, SA_NAME, work / "operator.kubeconfig")
+
+
+def token_of(kubeconfig: Path) -> str:
+    doc = yaml.safe_load(kubeconfig.read_text())
+    return str(doc["users"][0]["user"]["token"])
+
+
+async def direct_client(lc: localcluster.LocalCluster, token: str, n: int,
+                        sweep: list[int]) -> dict[str, Any]:
+    """The fastest plain client: N CronJob POSTs, async and keep-alive, best concurrency."""
+    admin = Api(lc)
+    times: dict[int, float] = {}
+    try:
+        for conc in sweep:
+            ns = f"direct-{conc}"
+            await create_namespace(admin, ns)
+            api = Api(lc, token, limit=conc)
+            started = time.monotonic()
+            await gather_limited(n, conc, lambda i, ns=ns, api=api: api.call(  # type: ignore[misc]
+                "POST", f"/apis/batch/v1/namespaces/{ns}/cronjobs", cronjob(f"cj-{i}", i)))
+            times[conc] = time.monotonic() - started
+            await api.close()
+            await admin.call("DELETE", f"/api/v1/namespaces/{ns}", ok=(200, 202))
+    finally:
+        await admin.close()
+    best = min(times, key=lambda c: times[c])
+    return {"seconds_by_concurrency": times, "best_concurrency": best,
+            "best_seconds": times[best]}
+
+
+async def trigger_latency(lc: localcluster.LocalCluster, token: str, count: int,
+                          burst: bool) -> dict[str, Any]:
+    """run-now PATCH → the Job seen on a watch; and a direct Job POST → seen on the watch."""
+    admin = Api(lc)
+    ns = f"latency-{'burst' if burst else 'idle'}"
+    await create_namespace(admin, ns)
+    targets = 10
+    for i in range(2 * targets):  # suspended Jobs: no pods, only the trigger path is measured
+        await admin.call("POST", f"{BJ}/namespaces/{ns}/backgroundjobs", bgjob(
+            f"lat-{i}" if i < targets else f"noise-{i}", i, concurrencyPolicy="Allow",
+            history={"runRecords": 5},
+            template={"spec": {"suspend": True, "template": {"spec": {"containers": [
+                {"name": "main", "image": "busybox:1.36"}]}}}}))
+    await wait_for("latency targets ready", lambda: converged(admin, ns, 2 * targets))
+    seen: dict[str, float] = {}
+    watch_ready = asyncio.Event()
+
+    async def watch() -> None:
+        listing = await admin.call("GET", f"/apis/batch/v1/namespaces/{ns}/jobs")
+        rv = listing["metadata"]["resourceVersion"]
+        url = (f"{admin.base}/apis/batch/v1/namespaces/{ns}/jobs?watch=1&resourceVersion={rv}"
+               "&allowWatchBookmarks=false")
+        async with admin.session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+            watch_ready.set()
+            async for line in resp.content:
+                ev = json.loads(line)
+                if ev["type"] == "ADDED":
+                    seen.setdefault(ev["object"]["metadata"]["name"], time.monotonic())
+
+    watcher = asyncio.create_task(watch())
+    await watch_ready.wait()
+    noise_stop = asyncio.Event()
+
+    async def noise() -> None:
+        """A burst on other objects: schedule edits, 20 at a time, up to ~100 per second
+        (each one a reconcile pass, a CronJob update and a status write)."""
+        i = 0
+        while not noise_stop.is_set():
+            await asyncio.gather(*(admin.call(
+                "PATCH", f"{BJ}/namespaces/{ns}/backgroundjobs/noise-{targets + (i + k) % targets}",
+                {"spec": {"schedule": {"cron": spread_cron(5000 + (i + k) % 3000)}}},
+                "application/merge-patch+json") for k in range(20)))
+            i += 20
+            await asyncio.sleep(0.2)
+
+    noisy = asyncio.create_task(noise()) if burst else None
+    trig: list[float] = []
+    direct: list[float] = []
+    sa = Api(lc, token)
+    from bgjob.manifests import manual_job_name  # the operator's own naming rule
+
+    async def seen_within(name: str, t0: float) -> float:
+        deadline = t0 + 30
+        while name not in seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {name} not seen")
+            await asyncio.sleep(0.001)
+        return seen[name] - t0
+
+    try:
+        for k in range(count):
+            target = f"lat-{k % targets}"
+            token_ = f"t{k}"
+            t0 = time.monotonic()
+            await admin.call("PATCH", f"{BJ}/namespaces/{ns}/backgroundjobs/{target}",
+                             {"metadata": {"annotations": {"bgjob.dev/run-now": token_}}},
+                             "application/merge-patch+json")
+            trig.append(await seen_within(manual_job_name(target, token_), t0))
+            name = f"direct-{k}"
+            t0 = time.monotonic()
+            await sa.call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", {
+                "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+                "spec": {"suspend": True, "template": {"spec": {"restartPolicy": "Never",
+                         "containers": [{"name": "main", "image": "busybox:1.36"}]}}}})
+            direct.append(await seen_within(name, t0))
+    finally:
+        noise_stop.set()
+        if noisy:
+            await noisy
+        watcher.cancel()
+        await sa.close()
+        await admin.close()
+    ms = 1000.0
+    return {"triggers": count, "trigger_p50_ms": pct(trig, 0.5) * ms,
+            "trigger_p99_ms": pct(trig, 0.99) * ms, "direct_p50_ms": pct(direct, 0.5) * ms,
+            "direct_p99_ms": pct(direct, 0.99) * ms,
+            "added_p50_ms": (pct(trig, 0.5) - pct(direct, 0.5)) * ms,
+            "added_p99_ms": (pct(trig, 0.99) - pct(direct, 0.99)) * ms}
+
+
+def per(c: Counter[str], n: int) -> dict[str, float]:
+    return {k: round(v / n, 3) for k, v in sorted(c.items())}
+
+
+async def run_cell(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    cell: dict[str, Any] = {"n": n}
+    with localcluster.running(work / f"plane-{n}") as lc:
+        kc = operator_identity(lc, work)
+        token = token_of(kc)
+        audit = Audit(lc)
+        admin = Api(lc)
+        op = OperatorProc(kc, work / f"operator-{n}.log")
+        try:
+            # 1. the direct client's time for N CronJobs (best of a concurrency sweep)
+            cell["direct"] = await direct_client(lc, token, n, args.sweep)
+
+            # 2. memory at N = 0
+            op.start()
+            await wait_for("operator ready", lambda: asyncio.sleep(0, op.ready()), 0.2, 60)
+            await asyncio.sleep(2)
+            cell["rss_kib_n0"] = op.rss_kib()
+            op.stop()
+
+            # 3. cold start: N pre-created, then the operator starts
+            await create_namespace(admin, "cold")
+            await gather_limited(n, 64, lambda i: admin.call(
+                "POST", f"{BJ}/namespaces/cold/backgroundjobs", bgjob(f"bj-{i}", i)))
+            mark = audit.mark()
+            op.start()
+            await wait_for("cold convergence", lambda: converged(admin, "cold", n), 0.25)
+            cold = time.monotonic() - op.started
+            cell["cold_seconds"] = cold
+            cell["cold_cpu_seconds"] = op.cpu_seconds()
+            await asyncio.sleep(3)
+            cell["writes_per_create"] = per(audit.writes(mark), n)
+            cell["rss_kib"] = op.rss_kib()
+            cell["kib_per_object"] = (cell["rss_kib"] - cell["rss_kib_n0"]) / n
+
+            # 4. streamed in: N more while the operator runs
+            await create_namespace(admin, "stream")
+            started = time.monotonic()
+            await gather_limited(n, 64, lambda i: admin.call(
+                "POST", f"{BJ}/namespaces/stream/backgroundjobs", bgjob(f"bj-{i}", i + n)))
+            await wait_for("stream convergence", lambda: converged(admin, "stream", n), 0.25)
+            cell["stream_seconds"] = time.monotonic() - started
+            await asyncio.sleep(3)
+
+            # 5. idle: nothing changes, nothing should be written
+            idle = args.idle_long if n == 1000 else args.idle
+            mark = audit.mark()
+            await asyncio.sleep(idle)
+            cell["idle_seconds"] = idle
+            cell["idle_writes"] = sum(audit.writes(mark).values())
+
+            # 6. restart: all 2N objects processed again, at what cost
+            op.stop()
+            mark = audit.mark()
+            op.start()
+            total = 2 * n
+            await wait_for("restart processed", lambda: asyncio.sleep(
+                0, op.ready() and op.processed() >= total), 0.1)
+            cell["restart_seconds"] = time.monotonic() - op.started
+            await asyncio.sleep(3)
+            cell["restart_writes"] = sum(audit.writes(mark).values())
+            cell["rss_kib_2n"] = op.rss_kib()
+
+            # 7. spec update, run, delete: writes per object
+            k = min(n, 50)
+            mark = audit.mark()
+            await gather_limited(k, 16, lambda i: admin.call(
+                "PATCH", f"{BJ}/namespaces/cold/backgroundjobs/bj-{i}",
+                {"spec": {"schedule": {"cron": spread_cron(i + 2 * n)}}},
+                "application/merge-patch+json"))
+
+            async def updated() -> bool:
+                items = (await admin.call("GET", f"{BJ}/namespaces/cold/backgroundjobs"))[
+                    "items"]
+                return all((b.get("status") or {}).get("observedGeneration") ==
+                           b["metadata"]["generation"] for b in items)
+
+            await wait_for("spec updates", updated)
+            await asyncio.sleep(3)
+            cell["writes_per_update"] = per(audit.writes(mark), k)
+
+            mark = audit.mark()
+            await gather_limited(k, 16, lambda i: admin.call(
+                "PATCH", f"{BJ}/namespaces/cold/backgroundjobs/bj-{i}",
+                {"metadata": {"annotations": {"bgjob.dev/run-now": "bench"}}},
+                "application/merge-patch+json"))
+
+            async def ran() -> bool:
+                items = (await admin.call("GET", f"{BJ}/namespaces/cold/backgroundjobs"))[
+                    "items"]
+                done = [b for b in items
+                        if ((b.get("status") or {}).get("stats") or {}).get("runs", 0) >= 1]
+                return len(done) >= k
+
+            await wait_for("runs", ran)
+            await asyncio.sleep(3)
+            cell["writes_per_run"] = per(audit.writes(mark), k)
+
+            mark = audit.mark()
+            await gather_limited(k, 16, lambda i: admin.call(
+                "DELETE", f"{BJ}/namespaces/cold/backgroundjobs/bj-{i}"))
+            await asyncio.sleep(5)
+            cell["writes_per_delete"] = per(audit.writes(mark), k)
+
+            # 8. trigger latency, idle and under a burst (at the smallest N only)
+            if n == min(args.n):
+                cell["latency_idle"] = await trigger_latency(lc, token, args.triggers, False)
+                cell["latency_burst"] = await trigger_latency(lc, token, args.triggers, True)
+
+            # 9. cross-check: the operator's own counter of its writes (this process only)
+            own = sum(v for key, v in op.scrape().items()
+                      if key.startswith("bgjob_api_writes_total{"))
+            seen = sum(audit.writes(0).values())
+            cell["crosscheck"] = {"operator_counted_since_restart": own,
+                                  "audit_total_all_processes": seen}
+        finally:
+            op.stop()
+            await admin.close()
+    return cell
+
+
+def versions() -> dict[str, str]:
+    import kopf
+    import kubernetes
+
+    from bgjob import __version__
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    return {"bgjob_operator": __version__, "commit": commit, "python": platform.python_version(),
+            "kopf": kopf.__version__ if hasattr(kopf, "__version__") else "?",
+            "kubernetes_client": kubernetes.__version__,
+            "control_plane": localcluster.build().name, "cpus": str(os.cpu_count()),
+            "machine": platform.machine(), "kernel": platform.release()}
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = ["| N | cold start (s) | direct client (s) | ratio | streamed (s) | writes/create | "
+            "idle writes | restart (s) / writes | RSS (MiB) | KiB/object | CPU-s per 1k |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in result["cells"]:
+        direct = c["direct"]["best_seconds"]
+        writes = ", ".join(f"{k} {v:g}" for k, v in c["writes_per_create"].items())
+        rows.append(
+            f"| {c['n']} | {c['cold_seconds']:.1f} | {direct:.2f} (conc "
+            f"{c['direct']['best_concurrency']}) | {c['cold_seconds'] / direct:.1f}x | "
+            f"{c['stream_seconds']:.1f} | {writes} | {c['idle_writes']} in "
+            f"{c['idle_seconds']:.0f} s | {c['restart_seconds']:.1f} / {c['restart_writes']} | "
+            f"{c['rss_kib'] / 1024:.0f} | {c['kib_per_object']:.1f} | "
+            f"{1000 * c['cold_cpu_seconds'] / c['n']:.1f} |")
+    lat = [c for c in result["cells"] if "latency_idle" in c]
+    if lat:
+        rows.append("")
+        rows.append("| trigger latency | p50 (ms) | p99 (ms) | direct Job POST p50 / p99 (ms) |"
+                    " added p50 / p99 (ms) |")
+        rows.append("|---|---|---|---|---|")
+        for kind in ("latency_idle", "latency_burst"):
+            d = lat[0][kind]
+            rows.append(f"| {kind.split('_')[1]} ({d['triggers']} triggers) | "
+                        f"{d['trigger_p50_ms']:.1f} | {d['trigger_p99_ms']:.1f} | "
+                        f"{d['direct_p50_ms']:.1f} / {d['direct_p99_ms']:.1f} | "
+                        f"{d['added_p50_ms']:.1f} / {d['added_p99_ms']:.1f} |")
+    c0 = result["cells"][0]
+    rows.append("")
+    for key in ("writes_per_update", "writes_per_run", "writes_per_delete"):
+        rows.append(f"- {key.replace('_', ' ')} (N={c0['n']}): "
+                    + (", ".join(f"{k} {v:g}" for k, v in c0[key].items()) or "0"))
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="N=100, short idle window (CI)")
+    mode.add_argument("--full", action="store_true", help="N = 100, 1,000, 5,000")
+    parser.add_argument("--n", type=int, action="append", help="override the N values")
+    parser.add_argument("--out", default=str(ROOT / "bench-results"))
+    args = parser.parse_args()
+    full = args.full
+    args.n = args.n or ([100, 1000, 5000] if full else [100])
+    args.sweep = [1, 8, 32, 128] if full else [8, 64]
+    args.idle = 60.0 if full else 20.0
+    args.idle_long = 600.0 if full else args.idle
+    args.triggers = 300 if full else 50
+    mode_name = "full" if full else "quick"
+    work = Path(tempfile.mkdtemp(prefix="bgjob-bench-"))
+    started = time.monotonic()
+    cells = [asyncio.run(run_cell(n, args, work)) for n in args.n]
+    shutil.rmtree(work, ignore_errors=True)  # kept when a phase failed: logs are in it
+    result = {"mode": mode_name, "versions": versions(), "cells": cells,
+              "wall_seconds": time.monotonic() - started}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{mode_name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = table(result)
+    (out / f"{mode_name}.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
