@@ -28,6 +28,8 @@ def main() -> int:
         print(f"  export PATH={cluster.bin_dir}:{ROOT / '.venv' / 'bin'}:$PATH")
         print("  kubectl get backgroundjobs -A")
         print("  kubectl bgjob list -A")
+        print("  kubectl bgjob -n bgjob-examples run document-cleanup --wait --logs")
+        print("  curl -s 127.0.0.1:8080/metrics | grep ^bgjob_; curl -s 127.0.0.1:8081/readyz")
         print(f"(kubectl here is {kubectl}; logs of the control plane: {cluster.logs})\n")
         env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
         operator = subprocess.Popen(

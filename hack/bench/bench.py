@@ -570,15 +570,17 @@ def main() -> None:
     mode_name = "full" if full else "quick"
     work = Path(tempfile.mkdtemp(prefix="bgjob-bench-"))
     started = time.monotonic()
-    cells = [asyncio.run(run_cell(n, args, work)) for n in args.n]
-    shutil.rmtree(work, ignore_errors=True)  # kept when a phase failed: logs are in it
-    result = {"mode": mode_name, "versions": versions(), "cells": cells,
-              "wall_seconds": time.monotonic() - started}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{mode_name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = table(result)
-    (out / f"{mode_name}.md").write_text(text + "\n")
+    cells: list[dict[str, Any]] = []
+    for n in args.n:  # written after every cell, so a long run keeps what it measured
+        cells.append(asyncio.run(run_cell(n, args, work)))
+        result = {"mode": mode_name, "versions": versions(), "cells": cells,
+                  "wall_seconds": time.monotonic() - started}
+        (out / f"{mode_name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        text = table(result)
+        (out / f"{mode_name}.md").write_text(text + "\n")
+    shutil.rmtree(work, ignore_errors=True)  # kept when a phase failed: logs are in it
     print(text)
 
 

@@ -1,9 +1,10 @@
 """kopf wiring: what triggers a reconcile. Thin on purpose; the logic is in ``reconciler``.
 
-Only ``index`` and ``on.event`` handlers are used: they write nothing onto our objects (no
-finalizer, no last-handled-configuration annotation, nothing in status), so a GitOps tool sees no
-drift. kopf holds every handler back until the indexes finished their initial listing, which is
-what lets a restarted operator see all Jobs before it judges any BackgroundJob.
+Only an ``on.event`` handler is used for BackgroundJobs: it writes nothing onto our objects (no
+finalizer, no last-handled-configuration annotation, nothing in status), so a GitOps tool sees
+no drift. The children (Jobs, CronJobs) come from our own informers (``bgjob.informer``), and
+no pass runs before they finished their initial listing: that is what lets a restarted operator
+see all Jobs before it judges any BackgroundJob.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import kopf
 
 from bgjob import api
+from bgjob.informer import Informer, pack, unpack
 from bgjob.k8s import Kube
 from bgjob.metrics import Metrics
 from bgjob.reconciler import Observed, Reconciler
@@ -26,53 +29,61 @@ Key = tuple[str, str]
 MAX_ERROR_BACKOFF = 300.0
 
 
-def _slim(body: kopf.Body, keep_spec: bool) -> dict[str, Any]:
-    """Keep what the reconciler reads: memory per object is a benchmark number."""
-    meta = body.get("metadata", {})
-    slim_meta = {k: meta[k] for k in ("name", "namespace", "uid", "generation",
-                                      "resourceVersion", "creationTimestamp", "labels",
-                                      "annotations", "ownerReferences") if k in meta}
-    out: dict[str, Any] = {"metadata": _plain(slim_meta), "status": _plain(body.get("status", {}))}
-    if keep_spec:
-        out["spec"] = _plain(body.get("spec", {}))
-    return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 class Controller:
     """Serialises reconciles per object, coalesces bursts, and owns the requeue timers."""
 
     def __init__(self, kube: Kube, metrics: Metrics | None = None) -> None:
+        self.kube = kube
         self.metrics = metrics
         self.reconciler = Reconciler(kube, metrics=metrics)
         self.locks: dict[Key, asyncio.Lock] = {}
         self.pending: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.failures: dict[Key, int] = {}
-        self.bgjobs: kopf.Index[Key, dict[str, Any]] | None = None
-        self.jobs: kopf.Index[Key, dict[str, Any]] | None = None
-        self.cronjobs: kopf.Index[Key, dict[str, Any]] | None = None
+        self.bgjobs: dict[Key, bytes] = {}  # the newest body kopf delivered, packed
+        self.informers: list[Informer] = []
+        self.synced = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    def bind(self, kwargs: dict[str, Any]) -> None:
-        self.bgjobs = kwargs["bgjob_index"]
-        self.jobs = kwargs["job_index"]
-        self.cronjobs = kwargs["cronjob_index"]
+    async def sync(self, namespaces: Sequence[str]) -> None:
+        """Start the child informers and open the gate once every one has listed."""
+        self.loop = asyncio.get_running_loop()
+        scopes: list[str | None] = list(namespaces) or [None]
+        for ns in scopes:
+            for plural in ("jobs", "cronjobs"):
+                informer = Informer(self.kube, "batch/v1", plural, ns, self._child_changed)
+                self.informers.append(informer)
+                informer.start()
+        while not all(i.synced.is_set() for i in self.informers):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # no thread parked on the events: shutdown stays quick
+        self.synced.set()
+        log.info("caches synced: %d Jobs, %d CronJobs", *(
+            sum(len(i) for i in self.informers if i.path.endswith(p)) for p in ("/jobs",
+                                                                               "/cronjobs")))
+
+    def stop(self) -> None:
+        for informer in self.informers:
+            informer.stopped.set()
+
+    def _child_changed(self, key: Key) -> None:
+        """From an informer thread: a Job or CronJob of ``key`` changed."""
+        if self.loop is not None and key in self.bgjobs:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.reconcile(key)))
+
+    def seen(self, key: Key, body: Any) -> None:
+        self.bgjobs[key] = pack(body, keep_spec=True)
 
     def observe(self, key: Key) -> Observed | None:
-        assert self.bgjobs is not None and self.jobs is not None and self.cronjobs is not None
-        if key not in self.bgjobs:
+        packed = self.bgjobs.get(key)
+        if packed is None:
             return None
-        bj = next(iter(self.bgjobs[key]))
+        bj = unpack(packed)
         uid = bj["metadata"]["uid"]
-        jobs = list(self.jobs.get(key, []))
-        cronjobs = list(self.cronjobs.get(key, []))
+        jobs: list[dict[str, Any]] = []
+        cronjobs: list[dict[str, Any]] = []
+        for informer in self.informers:
+            (cronjobs if informer.path.endswith("/cronjobs") else jobs).extend(
+                informer.get(key))
         owned = [c for c in cronjobs if any(r.get("uid") == uid for r in
                                             c["metadata"].get("ownerReferences") or [])]
         chosen = owned or cronjobs
@@ -82,6 +93,7 @@ class Controller:
         if key in self.pending:
             return  # a pass is already queued and will see the newest state
         self.pending.add(key)
+        await self.synced.wait()
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock:
             self.pending.discard(key)
@@ -127,36 +139,12 @@ class Controller:
 
 
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
-    owned = {api.LABEL_OWNER: kopf.PRESENT}
-
-    @kopf.index(api.GROUP, api.VERSION, api.PLURAL, id="bgjob_index", registry=registry)
-    def bgjob_index(**kw: Any) -> Any:
-        return {(kw["namespace"], kw["name"]): _slim(kw["body"], keep_spec=True)}
-
-    @kopf.index("batch", "v1", "jobs", labels=owned, id="job_index", registry=registry)
-    def job_index(**kw: Any) -> Any:
-        return {(kw["namespace"], kw["labels"][api.LABEL_OWNER]): _slim(kw["body"], False)}
-
-    @kopf.index("batch", "v1", "cronjobs", labels=owned, id="cronjob_index",
-                registry=registry)
-    def cronjob_index(**kw: Any) -> Any:
-        return {(kw["namespace"], kw["labels"][api.LABEL_OWNER]): _slim(kw["body"], False)}
-
     @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, registry=registry)
     async def bgjob_event(**kw: Any) -> None:
-        controller.bind(kw)
         key = (kw["namespace"], kw["name"])
         if kw["event"].get("type") == "DELETED":
+            controller.bgjobs.pop(key, None)
             controller.forget(key)
             return
+        controller.seen(key, kw["body"])
         await controller.reconcile(key)
-
-    @kopf.on.event("batch", "v1", "jobs", labels=owned, registry=registry)
-    async def job_event(**kw: Any) -> None:
-        controller.bind(kw)
-        await controller.reconcile((kw["namespace"], kw["labels"][api.LABEL_OWNER]))
-
-    @kopf.on.event("batch", "v1", "cronjobs", labels=owned, registry=registry)
-    async def cronjob_event(**kw: Any) -> None:
-        controller.bind(kw)
-        await controller.reconcile((kw["namespace"], kw["labels"][api.LABEL_OWNER]))

@@ -117,6 +117,8 @@ async def run(args: argparse.Namespace) -> None:
     runners = await serving.start(args.listen_address, args.metrics_port, args.health_port,
                                   metrics, health)
     probe = asyncio.create_task(serving.probe_api(kube, args.namespace, health))
+    health.caches = controller.synced
+    syncing = asyncio.create_task(controller.sync(args.namespace))
     health.operator_task = asyncio.create_task(kopf.operator(
         registry=registry,
         standalone=not args.peering,
@@ -129,13 +131,40 @@ async def run(args: argparse.Namespace) -> None:
         await health.operator_task
     finally:
         probe.cancel()
+        syncing.cancel()
+        controller.stop()
         for runner in runners:
             await runner.cleanup()
+
+
+def _memory_report_on_sigusr1(path: str) -> None:
+    """``BGJOB_TRACEMALLOC=<file>``: on SIGUSR1, write where the heap was allocated (for the
+    benchmark's memory-per-object measure)."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(12)
+
+    def dump(*_: Any) -> None:
+        stats = tracemalloc.take_snapshot().statistics("lineno")
+        total = sum(s.size for s in stats)
+        with open(path, "w") as f:
+            f.write(f"total {total / 1024:.0f} KiB in {len(stats)} lines\n")
+            for stat in stats[:40]:
+                f.write(f"{stat.size / 1024:10.0f} KiB {stat.count:8d}  {stat.traceback}\n")
+            snapshot = tracemalloc.take_snapshot()
+            for stat in snapshot.statistics("traceback")[:5]:
+                f.write(f"\n{stat.size / 1024:.0f} KiB {stat.count}\n")
+                f.write("\n".join(stat.traceback.format()) + "\n")
+
+    signal.signal(signal.SIGUSR1, dump)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging(args.log_format)
+    if os.environ.get("BGJOB_TRACEMALLOC"):
+        _memory_report_on_sigusr1(os.environ["BGJOB_TRACEMALLOC"])
     logging.getLogger("bgjob").info("bgjob-operator starting (namespaces: %s)",
                                     ", ".join(args.namespace) or "all")
     with contextlib.suppress(KeyboardInterrupt):

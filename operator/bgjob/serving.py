@@ -4,9 +4,10 @@ Both run on the operator's event loop (aiohttp, which kopf brings), so a blocked
 liveness probe, which is the point of it.
 
 * ``/healthz``: the process is alive and kopf's watch loop is still running.
-* ``/readyz``: kopf finished starting, and the operator's own listing of BackgroundJobs in
-  every watched namespace succeeded within the last ``READY_WINDOW`` seconds (connected to the
-  API server, the CRD is installed, RBAC allows the list).
+* ``/readyz``: kopf finished starting, the informers listed every Job and CronJob of ours,
+  and the operator's own listing of BackgroundJobs in every watched namespace succeeded within
+  the last ``READY_WINDOW`` seconds (connected to the API server, the CRD is installed, RBAC
+  allows the list).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Health:
     listed_at: float | None = None
     last_error: str = ""
     operator_task: asyncio.Task[None] | None = None
+    caches: asyncio.Event | None = None  # the child informers' initial listing is done
 
     def alive(self) -> tuple[bool, str]:
         task = self.operator_task
@@ -46,6 +48,8 @@ class Health:
         now = time.monotonic() if now is None else now
         if not self.started.is_set():
             return False, "starting"
+        if self.caches is not None and not self.caches.is_set():
+            return False, "initial listing of Jobs and CronJobs not done"
         if self.listed_at is None:
             return False, f"initial listing not done: {self.last_error or 'pending'}"
         if now - self.listed_at > READY_WINDOW:
