@@ -78,11 +78,27 @@ def setup_logging(fmt: str) -> None:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the whole body) for every event, but only
+    on.create/update/field handlers use it, and we register none. Skipping it saved a tenth of
+    the operator's CPU in a 1,000-object cold start (py-spy), and kopf never has a reason to
+    write its last-handled-configuration annotation onto a user's object."""
+
+    def build(self, *, body: kopf.Body,
+              extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """Keep kopf's bookkeeping out of status and under our annotation prefix."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     settings.posting.enabled = False
     settings.scanning.disabled = True

@@ -128,10 +128,18 @@ class _WritesCollector(Collector):
     def __init__(self, writes: Tally[str]) -> None:
         self.writes = writes
 
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily("bgjob_api_writes", "API writes made by the operator.",
+                                   labels=["method", "resource"])
+
+    def describe(self) -> Iterator[Metric]:
+        """Named, so that ``/metrics?name[]=bgjob_api_writes_total`` finds this collector."""
+        yield self._family()
+
     def collect(self) -> Iterator[Metric]:
-        fam = CounterMetricFamily("bgjob_api_writes", "API writes made by the operator.",
-                                  labels=["method", "resource"])
-        for key, n in sorted(self.writes.items()):
+        fam = self._family()
+        for key, n in sorted(dict(self.writes).items()):  # a copy: threads add to it
             method, _, resource = key.partition(" ")
             fam.add_metric([method, resource], n)
         yield fam

@@ -82,8 +82,13 @@ def _answer(check: tuple[bool, str]) -> web.Response:
 
 async def start(listen: str, metrics_port: int, health_port: int, metrics: Metrics,
                 health: Health) -> list[web.AppRunner]:
-    async def metrics_handler(_: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+    async def metrics_handler(request: web.Request) -> web.Response:
+        # ``name[]`` selects families, as prometheus_client's own handler does. Rendering
+        # runs in a thread: with thousands of BackgroundJobs a full scrape takes long enough
+        # to stall the event loop that serves the watches.
+        names = request.query.getall("name[]", [])
+        registry = metrics.registry.restricted_registry(names) if names else metrics.registry
+        body = await asyncio.to_thread(generate_latest, registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:

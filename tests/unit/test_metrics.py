@@ -103,3 +103,44 @@ def test_the_clients_own_write_counter_is_exposed() -> None:
         "method": "POST", "resource": "cronjobs"}) == 2
     assert m.registry.get_sample_value("bgjob_api_writes_total", {
         "method": "PATCH", "resource": "backgroundjobs/status"}) == 1
+
+
+def test_the_metrics_endpoint_serves_all_or_only_the_named_families() -> None:
+    """``/metrics?name[]=…`` answers only those families (as prometheus_client's own handler
+    does): the benchmark polls one family without rendering every object's series."""
+    import asyncio
+    import socket
+    import urllib.request
+    from collections import Counter
+
+    from bgjob import serving
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    writes: Counter[str] = Counter({"POST cronjobs": 1})
+    m = Metrics()
+    m.track_writes(writes)
+    m.record(KEY, status(), status(runs=[RUN_OK]))
+    port = free_port()
+
+    def get(query: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics{query}", timeout=5) as r:
+            return str(r.read().decode())
+
+    async def scenario() -> tuple[str, str, str]:
+        runners = await serving.start("127.0.0.1", port, free_port(), m, serving.Health())
+        try:
+            return (await asyncio.to_thread(get, ""),
+                    await asyncio.to_thread(get, "?name[]=bgjob_active_runs"),
+                    await asyncio.to_thread(get, "?name[]=bgjob_api_writes_total"))
+        finally:
+            for runner in runners:
+                await runner.cleanup()
+
+    everything, active, own = asyncio.run(scenario())
+    assert "bgjob_active_runs{" in everything and "bgjob_api_writes_total{" in everything
+    assert "bgjob_active_runs{" in active and "bgjob_runs_total" not in active
+    assert "bgjob_api_writes_total{" in own and "bgjob_active_runs" not in own

@@ -6,12 +6,14 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from cron_descriptor import get_description
 
 from bgjob.api import Schedule
 from bgjob.schedule import (
     Mode,
     ScheduleError,
     compile_schedule,
+    describe_cron,
     next_run_times,
     parse_duration,
     resolve_hash,
@@ -142,3 +144,16 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("5 minutes")
+
+
+@pytest.mark.parametrize("expr", [
+    "0 2 * * *", "*/15 * * * *", "0 3 * * 1", "17 1 * * *", "0 9 1 * *", "24 10 23 11 *",
+    "0 0 1,15 * 1-5", "5 4 * * SUN", "0 22 * * 1-5", "30 */2 * * *",
+])
+def test_describe_cron_is_the_library_description(expr: str) -> None:
+    """The fast describer (translations loaded once) says exactly what the library says."""
+    assert describe_cron(expr) == get_description(expr)
+
+
+def test_describe_cron_never_raises() -> None:
+    assert describe_cron("not a cron") == "not a cron"
