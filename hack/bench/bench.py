@@ -6,8 +6,9 @@ ServiceAccount with the chart's RBAC (never cluster-admin, so API priority and f
 API writes are counted from the API server's audit log (user = the operator's ServiceAccount)
 and cross-checked with the operator's own ``bgjob_api_writes_total``. Timed cells (direct
 client, cold start, restart) are repeated (3 times in full mode, twice in quick) and reported
-as median with min and max. Results go to ``bench-results/<mode>.json`` and ``<mode>.md``. Everything listens and connects on
-127.0.0.1 and every phase has a deadline, so the run ends by itself.
+as median with min and max. Results go to ``bench-results/<mode>.json`` and ``<mode>.md``.
+Everything listens and connects on 127.0.0.1 and every phase has a deadline, so the run ends
+by itself.
 """
 
 from __future__ import annotations
