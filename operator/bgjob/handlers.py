@@ -47,7 +47,7 @@ class Controller:
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.failures: dict[Key, int] = {}
         self.bgjobs: dict[Key, bytes] = {}  # the newest body kopf delivered, packed
-        self.informers: list[Informer] = []
+        self.informers: dict[str, list[Informer]] = {"jobs": [], "cronjobs": []}
         self.synced = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
@@ -57,19 +57,21 @@ class Controller:
         self.loop = asyncio.get_running_loop()
         scopes: list[str | None] = list(namespaces) or [None]
         for ns in scopes:
-            for plural in ("jobs", "cronjobs"):
+            for plural, group in self.informers.items():
                 informer = Informer(self.kube, "batch/v1", plural, ns, self._child_changed)
-                self.informers.append(informer)
+                group.append(informer)
                 informer.start()
-        while not all(i.synced.is_set() for i in self.informers):  # noqa: ASYNC110
+        while not all(i.synced.is_set() for i in self._all_informers()):  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # no thread parked on the events: shutdown stays quick
         self.synced.set()
-        log.info("caches synced: %d Jobs, %d CronJobs", *(
-            sum(len(i) for i in self.informers if i.path.endswith(p)) for p in ("/jobs",
-                                                                               "/cronjobs")))
+        log.info("caches synced: %d Jobs, %d CronJobs",
+                 *(sum(len(i) for i in group) for group in self.informers.values()))
+
+    def _all_informers(self) -> list[Informer]:
+        return [i for group in self.informers.values() for i in group]
 
     def stop(self) -> None:
-        for informer in self.informers:
+        for informer in self._all_informers():
             informer.stopped.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -87,11 +89,8 @@ class Controller:
             return None
         bj = unpack(packed)
         uid = bj["metadata"]["uid"]
-        jobs: list[dict[str, Any]] = []
-        cronjobs: list[dict[str, Any]] = []
-        for informer in self.informers:
-            (cronjobs if informer.path.endswith("/cronjobs") else jobs).extend(
-                informer.get(key))
+        jobs = [j for informer in self.informers["jobs"] for j in informer.get(key)]
+        cronjobs = [c for informer in self.informers["cronjobs"] for c in informer.get(key)]
         owned = [c for c in cronjobs if any(r.get("uid") == uid for r in
                                             c["metadata"].get("ownerReferences") or [])]
         chosen = owned or cronjobs

@@ -98,9 +98,8 @@ class Informer:
         key = owner_key(obj)
         changed: list[Key] = []
         with self._lock:
-            old = self._where.pop(uid, None)
+            old = self._drop(uid)
             if old is not None and old != key:
-                self._by_owner.get(old, {}).pop(uid, None)
                 changed.append(old)
             if key is not None:
                 self._by_owner.setdefault(key, {})[uid] = pack(obj, keep_spec=False)
@@ -109,16 +108,19 @@ class Informer:
         return changed
 
     def _delete(self, obj: dict[str, Any]) -> list[Key]:
-        uid = obj["metadata"]["uid"]
         with self._lock:
-            key = self._where.pop(uid, None)
-            if key is None:
-                return []
+            key = self._drop(obj["metadata"]["uid"])
+        return [] if key is None else [key]
+
+    def _drop(self, uid: str) -> Key | None:
+        """Remove ``uid`` from the store (the caller holds the lock); its owner's key."""
+        key = self._where.pop(uid, None)
+        if key is not None:
             group = self._by_owner.get(key, {})
             group.pop(uid, None)
             if not group:
                 self._by_owner.pop(key, None)
-        return [key]
+        return key
 
     def _replace(self, items: Iterable[dict[str, Any]]) -> set[Key]:
         """A fresh LIST: the store becomes exactly it; every key that may differ changes."""

@@ -136,7 +136,7 @@ class Kube:
         return dict(json.loads(data)) if data else {}
 
     def stream_lines(self, path: str, query: list[tuple[str, str]]) -> Iterator[str]:
-        """A streamed GET (pod logs with ``follow``), one decoded line at a time."""
+        """A streamed GET (a watch, or pod logs with ``follow``), one decoded line at a time."""
         method_, url, headers, payload, post = self.api_client.param_serialize(
             "GET", path, query_params=query, header_params={"Accept": "*/*"},
             auth_settings=["BearerToken"])

@@ -162,13 +162,13 @@ def _memory_report_on_sigusr1(path: str) -> None:
     tracemalloc.start(12)
 
     def dump(*_: Any) -> None:
-        stats = tracemalloc.take_snapshot().statistics("lineno")
+        snapshot = tracemalloc.take_snapshot()
+        stats = snapshot.statistics("lineno")
         total = sum(s.size for s in stats)
         with open(path, "w") as f:
             f.write(f"total {total / 1024:.0f} KiB in {len(stats)} lines\n")
             for stat in stats[:40]:
                 f.write(f"{stat.size / 1024:10.0f} KiB {stat.count:8d}  {stat.traceback}\n")
-            snapshot = tracemalloc.take_snapshot()
             for stat in snapshot.statistics("traceback")[:5]:
                 f.write(f"\n{stat.size / 1024:.0f} KiB {stat.count}\n")
                 f.write("\n".join(stat.traceback.format()) + "\n")

@@ -64,14 +64,12 @@ class Metrics:
         self._lock = threading.Lock()
         self._run_labels: dict[Key, set[tuple[str, str]]] = defaultdict(set)
         self._duration_labels: dict[Key, set[str]] = defaultdict(set)
-        self._objects: set[Key] = set()
 
     def record(self, key: Key, old: BackgroundJobStatus, new: BackgroundJobStatus) -> None:
         """After a successful write (or none needed): counters by what changed, gauges from
         the status as it now stands."""
         ns, name = key
         with self._lock:
-            self._objects.add(key)
             before = {r.job for r in old.runs if r.result in FINAL}
             for rec in new.runs:
                 if rec.result in FINAL and rec.job not in before:
@@ -100,7 +98,6 @@ class Metrics:
         """The BackgroundJob is gone: so are its series."""
         ns, name = key
         with self._lock:
-            self._objects.discard(key)
             for trigger, result in self._run_labels.pop(key, set()):
                 self._remove(self.runs, ns, name, trigger, result)
             for result in self._duration_labels.pop(key, set()):
