@@ -23,6 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 from pydantic import ValidationError
 
 from bgjob import api, cliview, manifests, schedule, triggers
+from bgjob import status as st
 from bgjob.api import Schedule
 from bgjob.k8s import Forbidden, Kube, KubeError, NotFound, load_config, path_for
 
@@ -72,8 +73,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except schedule.ScheduleError as exc:
         raise CliError(str(exc)) from None
     try:
-        start = (datetime.fromisoformat(args.from_.replace("Z", "+00:00"))
-                 if args.from_ else datetime.now(UTC).replace(microsecond=0))
+        start = st.parse_time(args.from_) or datetime.now(UTC).replace(microsecond=0)
     except ValueError:
         raise CliError(f"--from: not an RFC 3339 time: {args.from_!r}") from None
     if start.tzinfo is None:
@@ -82,8 +82,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.output in ("json", "yaml"):
         doc = {"description": compiled.description, "timeZone": compiled.time_zone,
                "mode": compiled.mode.value, "cron": compiled.cron or None,
-               "nextRunTimes": [t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                                for t in times]}
+               "nextRunTimes": [st.fmt(t) for t in times]}
         _dump(doc, args.output)
         return 0
     zone = ZoneInfo(compiled.time_zone)
@@ -92,7 +91,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"{': ' + compiled.cron if compiled.cron else ''})")
     for t in times:
         print(f"  {t.astimezone(zone).isoformat()}  "
-              f"({t.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')})")
+              f"({st.fmt(t)})")
     return 0
 
 
@@ -162,12 +161,13 @@ class Session:
                                                  name, body), name)
 
     def job(self, job: str) -> dict[str, Any] | None:
-        try:
-            return self.call(lambda: self.kube.get("batch/v1", "jobs", self.namespace, job))
-        except CliError as exc:
-            if "CRD is not installed" in str(exc):  # a plain 404 for the Job
+        def get() -> dict[str, Any] | None:
+            try:
+                return self.kube.get("batch/v1", "jobs", self.namespace, job)
+            except NotFound:  # the Job is not there (yet, or any more)
                 return None
-            raise
+
+        return self.call(get)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         selector = f"involvedObject.name={name},involvedObject.kind={api.KIND}"
