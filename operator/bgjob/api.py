@@ -300,6 +300,16 @@ class ScheduleStatus(Model):
     next_run_times: list[str] = Field(
         default_factory=list, description="nextRunTimes are the next three run times (UTC)."
     )
+    missed_through: str | None = Field(
+        default=None, description="missedThrough is the time up to which missed runs are "
+        "counted in stats.missed, so none is counted twice.",
+    )
+    in_force: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"type": "object",
+                                         "x-kubernetes-preserve-unknown-fields": True},
+        description="inForce is the last valid spec.schedule; after a bad edit the operator "
+        "keeps timing runs by it until the spec is fixed.",
+    )
 
 
 class RunRef(Model):
@@ -336,12 +346,26 @@ class Stats(Model):
     consecutive_failures: int = Field(default=0, description="consecutiveFailures in a row.")
     retries: int = Field(default=0, description="retries started.")
     missed: int = Field(default=0, description="missed runs (misfires).")
+    skipped: int = Field(
+        default=0, description="skipped runs (not started on purpose: superseded or refused)."
+    )
 
 
 class PendingRetry(Model):
     attempt: int = Field(description="attempt is the number the pending retry will have.")
     next_retry_time: str = Field(description="nextRetryTime is when it starts.")
     job: str = Field(description="job is the failed Job being retried.")
+    first_job: str | None = Field(
+        default=None, description="firstJob is the run's first attempt (retry Jobs are named "
+        "after it).",
+    )
+    scheduled_time: str | None = Field(
+        default=None, description="scheduledTime of the run being retried, if scheduled."
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="parameters are the run's overrides, kept for its "
+        "retries even when the failed Job is gone.",
+    )
 
 
 class BackgroundJobStatus(Model):
@@ -356,9 +380,26 @@ class BackgroundJobStatus(Model):
     last_run: RunRecord | None = Field(default=None, description="lastRun finished or running.")
     runs: list[RunRecord] = Field(default_factory=list, description="runs, newest first.")
     stats: Stats = Field(default_factory=Stats, description="stats over all runs.")
-    retry: PendingRetry | None = Field(default=None, description="retry while one is pending.")
+    retry: PendingRetry | None = Field(
+        default=None, description="retry is the earliest pending retry, while one is pending."
+    )
+    pending_retries: list[PendingRetry] = Field(
+        default_factory=list, description="pendingRetries holds one pending retry per failed "
+        "run, earliest first; each starts once, at its time, under the concurrency policy.",
+    )
+    accounted: list[str] = Field(
+        default_factory=list, description="accounted lists the UIDs of Jobs already counted "
+        "in stats whose bgjob.dev/accounting finalizer is still being removed (the Job "
+        "controller's uncountedTerminatedPods, the other way round).",
+    )
     last_handled_run_now: str | None = Field(
         default=None, description="lastHandledRunNow is the last run-now token acted on."
+    )
+    last_handled_cancel: str | None = Field(
+        default=None, description="lastHandledCancel is the last cancel token acted on."
+    )
+    last_handled_resume: str | None = Field(
+        default=None, description="lastHandledResume is the last resume token acted on."
     )
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import kopf
 
-from bgjob import api
+from bgjob import accounting, api
 from bgjob.informer import Informer, pack, unpack
-from bgjob.k8s import Kube
+from bgjob.k8s import Kube, KubeError
 from bgjob.metrics import Metrics
 from bgjob.reconciler import Observed, Reconciler
 
@@ -77,8 +77,31 @@ class Controller:
 
     def _child_changed(self, key: Key) -> None:
         """From an informer thread: a Job or CronJob of ``key`` changed."""
-        if self.loop is not None and key in self.bgjobs:
+        if self.loop is None:
+            return
+        if key in self.bgjobs:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.reconcile(key)))
+        elif self.synced.is_set():
+            self.pool.submit(self._release_orphans, key)
+
+    def _release_orphans(self, key: Key) -> None:
+        """Jobs of a BackgroundJob that is gone, being deleted (the garbage collector follows
+        the owner): nothing will count them, so their accounting finalizer goes, or they would
+        be stuck. Only deleting Jobs: a live one may belong to an object kopf has not shown."""
+        for informer in self.informers["jobs"]:
+            for job in informer.get(key):
+                if key in self.bgjobs or not (accounting.has_finalizer(job)
+                                              and accounting.deleting(job)):
+                    continue
+                meta = job["metadata"]
+                try:
+                    self.kube.patch("batch/v1", "jobs", meta["namespace"], meta["name"], {
+                        "metadata": {"resourceVersion": meta.get("resourceVersion"),
+                                     "finalizers": accounting.without_finalizer(job)}})
+                    log.info("released Job %s/%s of a deleted BackgroundJob", *key[:1],
+                             meta["name"])
+                except KubeError as exc:
+                    log.debug("release of %s/%s: %s", meta["namespace"], meta["name"], exc)
 
     def seen(self, key: Key, body: Any) -> None:
         self.bgjobs[key] = pack(body, keep_spec=True)

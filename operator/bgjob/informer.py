@@ -26,7 +26,11 @@ from bgjob.k8s import Kube, KubeError, path_for
 log = logging.getLogger("bgjob.informer")
 Key = tuple[str, str]
 SLIM_META = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp",
-             "labels", "annotations", "ownerReferences")
+             "labels", "annotations", "ownerReferences", "finalizers", "deletionTimestamp")
+# Of a child's spec, only what the reconciler compares: a Job's suspend (the admission gate)
+# and the CronJob fields it owns (drift is reverted).
+SLIM_SPEC = ("suspend", "schedule", "timeZone", "concurrencyPolicy", "startingDeadlineSeconds",
+             "successfulJobsHistoryLimit", "failedJobsHistoryLimit")
 WATCH_SECONDS = 300
 RETRY_SECONDS = 2.0
 
@@ -36,8 +40,16 @@ def slim(obj: Any, keep_spec: bool) -> dict[str, Any]:
     meta = obj.get("metadata", {})
     out: dict[str, Any] = {"metadata": plain({k: meta[k] for k in SLIM_META if k in meta}),
                            "status": plain(obj.get("status", {}))}
+    spec = obj.get("spec") or {}
     if keep_spec:
-        out["spec"] = plain(obj.get("spec", {}))
+        out["spec"] = plain(spec)
+    else:
+        small = {k: plain(spec[k]) for k in SLIM_SPEC if k in spec}
+        tpl_suspend = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("suspend")
+        if tpl_suspend is not None:
+            small["jobTemplate"] = {"spec": {"suspend": tpl_suspend}}
+        if small:
+            out["spec"] = small
     return out
 
 

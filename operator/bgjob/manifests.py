@@ -17,6 +17,7 @@ from typing import Any
 from bgjob import api
 from bgjob.api import BackgroundJobSpec
 from bgjob.schedule import Compiled
+from bgjob.vocab import ANN_ADMITTED, FINALIZER
 
 MAX_NAME = 63
 MAX_CRONJOB_NAME = 52  # the CronJob controller appends "-<11 digits>" to its Jobs
@@ -136,11 +137,16 @@ def cronjob_manifest(bj: dict[str, Any], spec: BackgroundJobSpec, compiled: Comp
         "schedule": compiled.cron,
         "timeZone": compiled.time_zone,
         "suspend": suspend,
-        "concurrencyPolicy": spec.concurrency_policy.value,
+        # The operator is the single gate for every run (concurrencyPolicy holds across
+        # scheduled, manual and retry runs): the CronJob makes its Jobs suspended, carrying the
+        # accounting finalizer, and the operator admits, waits or skips each one.
+        "concurrencyPolicy": "Allow",
         "successfulJobsHistoryLimit": spec.history.successful_jobs,
         "failedJobsHistoryLimit": spec.history.failed_jobs,
         "jobTemplate": job_template(name, spec, "scheduled"),
     }
+    cj_spec["jobTemplate"]["spec"]["suspend"] = True
+    cj_spec["jobTemplate"]["metadata"]["finalizers"] = [FINALIZER]
     if schedule.starting_deadline_seconds is not None:
         cj_spec["startingDeadlineSeconds"] = schedule.starting_deadline_seconds
     manifest: dict[str, Any] = {
@@ -167,12 +173,104 @@ def job_manifest(bj: dict[str, Any], spec: BackgroundJobSpec, job_name: str, tri
         annotations[api.ANN_SCHEDULED_TIME] = sched_text
     tpl = job_template(meta["name"], spec, trigger, attempt, sched_text, params, annotations)
     tpl_meta = tpl.get("metadata") or {}
+    tpl_meta["annotations"] = {**(tpl_meta.get("annotations") or {}), ANN_ADMITTED: "true"}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {
             **tpl_meta,
             "name": job_name, "namespace": meta["namespace"],
             "ownerReferences": [owner_reference(bj)],
+            "finalizers": [FINALIZER],
         },
         "spec": tpl["spec"],
     }
+
+
+# The CronJob fields the operator sets and owns; a change to any of them made outside the
+# operator is drift and is put back. The Job template is compared by the spec hash only (the API
+# server fills in defaults there, so a field-by-field comparison would never settle).
+CRONJOB_OWNED_FIELDS = ("schedule", "timeZone", "suspend", "concurrencyPolicy",
+                        "startingDeadlineSeconds", "successfulJobsHistoryLimit",
+                        "failedJobsHistoryLimit")
+
+
+def cronjob_drift(desired: dict[str, Any], existing: dict[str, Any]) -> list[str]:
+    """The owned fields of ``existing`` that differ from ``desired`` (empty: in line)."""
+    want, have = desired.get("spec") or {}, existing.get("spec") or {}
+    out = [f"spec.{k}" for k in CRONJOB_OWNED_FIELDS if want.get(k) != have.get(k)]
+    want_tpl = (want.get("jobTemplate") or {}).get("spec") or {}
+    have_tpl = (have.get("jobTemplate") or {}).get("spec") or {}
+    if bool(want_tpl.get("suspend")) != bool(have_tpl.get("suspend")):
+        out.append("spec.jobTemplate.spec.suspend")
+    if _spec_hash_of(desired) != _spec_hash_of(existing):
+        out.append("spec.jobTemplate")
+    return out
+
+
+def _spec_hash_of(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_SPEC_HASH)
+
+
+def _check_str_map(value: Any, path: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return f"{path}: must be a map of strings, not {type(value).__name__}"
+    for k, v in value.items():
+        if not isinstance(v, str):
+            return f"{path}.{k}: must be a string, not {type(v).__name__}"
+    return None
+
+
+def _check_map(value: Any, path: str) -> str | None:
+    if value is not None and not isinstance(value, dict):
+        return f"{path}: must be an object, not {type(value).__name__}"
+    return None
+
+
+def template_problem(template: dict[str, Any]) -> str | None:
+    """The first path of ``spec.template`` the Job builder cannot work with, as a one-line
+    message naming the field, or None. The schema keeps the template open (the API server
+    judges the rest when a Job is created); this checks the parts the builder reads and
+    writes, so a template the schema let through can never crash a pass."""
+    base = "spec.template"
+    meta = template.get("metadata")
+    checks = [_check_map(meta, f"{base}.metadata")]
+    if isinstance(meta, dict):
+        checks += [_check_str_map(meta.get("labels"), f"{base}.metadata.labels"),
+                   _check_str_map(meta.get("annotations"), f"{base}.metadata.annotations")]
+    job_spec = template.get("spec")
+    checks.append(_check_map(job_spec, f"{base}.spec"))
+    pod = job_spec.get("template") if isinstance(job_spec, dict) else None
+    checks.append(_check_map(pod, f"{base}.spec.template"))
+    if isinstance(pod, dict):
+        pmeta = pod.get("metadata")
+        checks.append(_check_map(pmeta, f"{base}.spec.template.metadata"))
+        if isinstance(pmeta, dict):
+            checks.append(_check_str_map(pmeta.get("labels"),
+                                         f"{base}.spec.template.metadata.labels"))
+        pspec = pod.get("spec")
+        checks.append(_check_map(pspec, f"{base}.spec.template.spec"))
+        if isinstance(pspec, dict):
+            checks.append(_containers_problem(pspec, f"{base}.spec.template.spec"))
+    return next((c for c in checks if c), None)
+
+
+def _containers_problem(pod_spec: dict[str, Any], path: str) -> str | None:
+    containers = pod_spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return f"{path}.containers: must be a non-empty list of containers"
+    for i, c in enumerate(containers):
+        where = f"{path}.containers[{i}]"
+        if not isinstance(c, dict):
+            return f"{where}: must be an object, not {type(c).__name__}"
+        env = c.get("env")
+        if env is None:
+            continue
+        if not isinstance(env, list):
+            return f"{where}.env: must be a list of {{name, value}} objects"
+        for k, e in enumerate(env):
+            if not isinstance(e, dict) or not isinstance(e.get("name"), str):
+                return (f"{where}.env[{k}]: must be an object with a name "
+                        f"(like {{name: A, value: \"1\"}}), not {e!r}")
+    return None

@@ -1,10 +1,9 @@
 """Pure status rules: observe Jobs, fold finished runs into stats exactly once, set conditions.
 
 Status is rebuilt from the children on every pass, except the true counters in ``stats``, which
-accumulate. A finished Job is folded in once: it is *counted* when its name is among the run
-records, or when it finished before the oldest record of a full ``runs`` list (it was pushed out
-of the list, so it was counted). All newly seen finished Jobs are folded oldest first in one pass,
-so a Job that finished while the operator was down is never older than that horizon.
+accumulate. Which finished Jobs are folded in is ``accounting``'s rule (a finalizer on every Job
+and ``status.accounted``), so each is counted exactly once, also when it is pruned or the
+operator was down.
 """
 
 from __future__ import annotations
@@ -14,8 +13,9 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from bgjob import api
+from bgjob import accounting, api
 from bgjob.api import BackgroundJobStatus, Condition, RunRecord, RunRef, Stats
+from bgjob.vocab import CRONJOB_INSTANTIATE
 
 RUNNING = "Running"
 SUCCEEDED = "Succeeded"
@@ -46,7 +46,7 @@ def _final_condition(job: dict[str, Any]) -> dict[str, Any] | None:
 
 def trigger_of(job: dict[str, Any]) -> str:
     meta = job.get("metadata") or {}
-    if (meta.get("annotations") or {}).get("cronjob.kubernetes.io/instantiate") == "manual":
+    if (meta.get("annotations") or {}).get(CRONJOB_INSTANTIATE) == "manual":
         return "manual"  # kubectl create job --from=cronjob/...
     return str((meta.get("labels") or {}).get(api.LABEL_TRIGGER, "scheduled"))
 
@@ -90,37 +90,30 @@ def is_failure(result: str) -> bool:
     return result in (FAILED, DEADLINE_EXCEEDED)
 
 
-def _counted(rec: RunRecord, known: set[str], horizon: datetime | None) -> bool:
-    if rec.job in known:
-        return True
-    done = parse_time(rec.completion_time)
-    return horizon is not None and done is not None and done < horizon
-
-
 def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
               run_records: int,
-              final_failure: Callable[[RunRecord], bool] | None = None) -> BackgroundJobStatus:
-    """Fold the Jobs' current state into status: active runs, new finished runs, stats.
+              final_failure: Callable[[RunRecord], bool] | None = None,
+              ) -> tuple[BackgroundJobStatus, list[RunRecord]]:
+    """Fold the Jobs' current state into status: active runs, newly ended runs, stats.
 
-    ``final_failure`` says which failures end a run (no retry follows): only those count in
-    ``consecutiveFailures``, which is about runs, not attempts.
+    Which Jobs are new is decided by ``accounting`` (finalizer and ``status.accounted``), never
+    by names or times, so no Job is counted twice and none is skipped, whatever the history
+    limits. ``final_failure`` says which failures end a run (no retry follows): only those count
+    in ``consecutiveFailures``, which is about runs, not attempts. Returns the new status and
+    the records counted now, oldest first.
     """
     final = final_failure or (lambda r: is_failure(r.result))
-    records = [observe(j) for j in jobs]
+    visible = [j for j in jobs if not accounting.awaiting_admission(j)]
+    fresh = accounting.to_count(visible, status.accounted)
+    fresh_uids = {accounting.uid_of(j) for j in fresh}
+    records = [observe(j) for j in visible if accounting.uid_of(j) not in fresh_uids]
     active = sorted((r for r in records if r.result == RUNNING),
                     key=lambda r: (r.start_time or "", r.job))
     finished = [r for r in records if r.result != RUNNING]
-    known = {r.job for r in status.runs}
-    horizon: datetime | None = None
-    if len(status.runs) >= run_records:
-        times = [parse_time(r.completion_time) for r in status.runs]
-        present = [t for t in times if t is not None]
-        horizon = min(present) if present else None
-    new = sorted((r for r in finished if not _counted(r, known, horizon)),
-                 key=lambda r: (r.completion_time or "", r.job))
+    new = sorted((_ended(j) for j in fresh), key=lambda r: (r.completion_time or "", r.job))
 
     stats = status.stats
-    runs = list(status.runs)
+    runs = [r for r in status.runs if r.job not in {n.job for n in new}]
     last_success, last_failure = status.last_successful_time, status.last_failure_time
     for rec in new:
         stats = _count(stats, rec, final(rec))
@@ -140,6 +133,7 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
     if latest_active and (last_run is None or (latest_active.start_time or "") >
                           (last_run.start_time or "")):
         last_run = latest_active
+    held = accounting.still_held(status.accounted, jobs)
     return status.model_copy(update={
         "active": [RunRef(job=r.job, trigger=r.trigger, attempt=r.attempt,
                           start_time=r.start_time) for r in active],
@@ -148,7 +142,21 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
         "last_run": last_run,
         "last_successful_time": last_success,
         "last_failure_time": last_failure,
-    })
+        "accounted": held + sorted(fresh_uids - set(held)),
+    }), new
+
+
+def _ended(job: dict[str, Any]) -> RunRecord:
+    """The record of a Job being counted; one deleted before it finished ended Cancelled."""
+    rec = observe(job)
+    if rec.result != RUNNING:
+        return rec
+    done = (job.get("metadata") or {}).get("deletionTimestamp")
+    begin, end = parse_time(rec.start_time), parse_time(done)
+    duration = round((end - begin).total_seconds(), 3) if begin and end else None
+    return rec.model_copy(update={"result": CANCELLED, "completion_time": done,
+                                  "duration_seconds": duration, "reason": "Deleted",
+                                  "message": "the Job was deleted before it finished"})
 
 
 def _refresh(old: RunRecord, seen: RunRecord | None) -> RunRecord:

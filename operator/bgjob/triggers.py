@@ -1,9 +1,9 @@
 """Pure rules for the trigger annotations: run-now, run-parameters, run-force, cancel.
 
-A trigger is a token: each new value acts once. Handled run-now tokens are echoed in
-``status.lastHandledRunNow``; handled cancel tokens are remembered in the operator's own
-annotation, because the contract has no status field for them. Job names derive from the
-token, so a pass repeated after a crash finds the Job it made and does not start a second.
+A trigger is a token: each new value acts once. Handled tokens are echoed in status
+(``lastHandledRunNow``, ``lastHandledCancel``), written in the same status write as their
+effect. Job names derive from the token, so a pass repeated after a crash finds the Job it
+made and does not start a second.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 from bgjob import api
 from bgjob.api import ConcurrencyPolicy
 
-ANN_LAST_CANCEL = f"{api.GROUP}/last-handled-cancel"
 FIELD_PARAMS = f"metadata.annotations[{api.ANN_RUN_PARAMETERS}]"
 MAX_PARAMS = 64
 
@@ -89,9 +88,9 @@ def decide_run_now(annotations: dict[str, str], last_handled: str | None,
     return Decision(Action.RUN, token, force)
 
 
-def pending_cancel(annotations: dict[str, str]) -> str | None:
+def pending_cancel(annotations: dict[str, str], last_handled: str | None) -> str | None:
     """The cancel token to act on, or None when there is none or it was handled."""
     token = (annotations.get(api.ANN_CANCEL) or "").strip()
-    if not token or token == annotations.get(ANN_LAST_CANCEL):
+    if not token or token == last_handled:
         return None
     return token

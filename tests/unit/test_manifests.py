@@ -43,7 +43,10 @@ def test_cronjob_carries_the_contract() -> None:
     cs = cj["spec"]
     assert (cs["schedule"], cs["timeZone"], cs["startingDeadlineSeconds"]) == (
         "0 2 * * *", "Europe/Berlin", 300)
-    assert (cs["concurrencyPolicy"], cs["suspend"]) == ("Forbid", False)
+    # The operator is the gate: the CronJob allows, and makes its Jobs suspended.
+    assert (cs["concurrencyPolicy"], cs["suspend"]) == ("Allow", False)
+    assert cs["jobTemplate"]["spec"]["suspend"] is True
+    assert cs["jobTemplate"]["metadata"]["finalizers"] == ["bgjob.dev/accounting"]
     assert (cs["successfulJobsHistoryLimit"], cs["failedJobsHistoryLimit"]) == (3, 3)
     tpl = cs["jobTemplate"]
     assert tpl["metadata"]["labels"] == {"team": "docs", "bgjob.dev/backgroundjob":

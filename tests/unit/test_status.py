@@ -20,7 +20,8 @@ def job(name: str, start: str, done: str | None = None, ok: bool = True,
                   "reason": reason or ("CompletionsReached" if ok else "BackoffLimitExceeded"),
                   "message": message, "lastTransitionTime": done}]
     return {
-        "metadata": {"name": name, "labels": {"bgjob.dev/trigger": trigger},
+        "metadata": {"name": name, "uid": f"uid-{name}", "labels": {"bgjob.dev/trigger": trigger},
+                     "finalizers": ["bgjob.dev/accounting"],
                      "annotations": annotations or {}, "creationTimestamp": start},
         "status": {"startTime": start, "conditions": conds,
                    **({"completionTime": done} if done and ok else {})},
@@ -29,7 +30,7 @@ def job(name: str, start: str, done: str | None = None, ok: bool = True,
 
 def fold(status: BackgroundJobStatus, jobs: list[dict[str, Any]],
          records: int = 20) -> BackgroundJobStatus:
-    return st.fold_runs(status, jobs, records)
+    return st.fold_runs(status, jobs, records)[0]
 
 
 def test_running_job_is_active_and_last_run() -> None:
@@ -63,8 +64,11 @@ def test_pruned_jobs_are_not_recounted_and_records_are_bounded() -> None:
                  records=3)
     assert s.stats.runs == 5
     assert [r.job for r in s.runs] == ["j4", "j3", "j2"]
-    # j0 still exists (history kept more Jobs than records): pushed out, so never recounted.
-    s2 = fold(s, [job("j0", "2026-11-23T09:00:00Z", "2026-11-23T09:00:05Z")], records=3)
+    # j0 still exists (history kept more Jobs than records), its finalizer released after it
+    # was counted: pushed out of the records, never recounted.
+    j0 = job("j0", "2026-11-23T09:00:00Z", "2026-11-23T09:00:05Z")
+    j0["metadata"]["finalizers"] = []
+    s2 = fold(s, [j0], records=3)
     assert s2.stats.runs == 5
 
 

@@ -6,7 +6,6 @@ import pytest
 
 from bgjob.api import ConcurrencyPolicy
 from bgjob.triggers import (
-    ANN_LAST_CANCEL,
     Action,
     TriggerError,
     decide_run_now,
@@ -68,7 +67,7 @@ def test_run_now(annotations: dict[str, str], handled: str | None, exists: bool,
 
 
 def test_cancel_token_acts_once() -> None:
-    assert pending_cancel({}) is None
-    assert pending_cancel({"bgjob.dev/cancel": "a"}) == "a"
-    assert pending_cancel({"bgjob.dev/cancel": "a", ANN_LAST_CANCEL: "a"}) is None
-    assert pending_cancel({"bgjob.dev/cancel": "b", ANN_LAST_CANCEL: "a"}) == "b"
+    assert pending_cancel({}, None) is None
+    assert pending_cancel({"bgjob.dev/cancel": "a"}, None) == "a"
+    assert pending_cancel({"bgjob.dev/cancel": "a"}, "a") is None
+    assert pending_cancel({"bgjob.dev/cancel": "b"}, "a") == "b"

@@ -41,7 +41,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "bgjob.appRules" -}}
 - apiGroups: [bgjob.dev]
   resources: [backgroundjobs]
-  verbs: [get, patch]
+  verbs: [get]
 - apiGroups: [bgjob.dev]
   resources: [backgroundjobs/status]
   verbs: [patch]

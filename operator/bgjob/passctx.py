@@ -1,0 +1,113 @@
+"""What one reconcile pass reads and decides, kept in one place so the steps stay short."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from bgjob import accounting
+from bgjob import status as st
+from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, PendingRetry, Retry, Schedule
+from bgjob.schedule import Compiled
+
+
+@dataclass
+class Observed:
+    """What the watches show: the BackgroundJob, its Jobs and its CronJob (if any)."""
+
+    bj: dict[str, Any]
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    cronjob: dict[str, Any] | None = None
+
+
+@dataclass
+class Outcome:
+    requeue_after: float | None = None
+    status_written: bool = False
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class SpecProblem(Exception):
+    """A spec the schema let through but the operator cannot run: becomes Ready=False."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def validation_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}"
+
+
+@dataclass
+class Pass:
+    bj: dict[str, Any]
+    now: datetime
+    ns: str
+    name: str
+    uid: str
+    generation: int
+    annotations: dict[str, str]
+    base_rv: str
+    old_raw: dict[str, Any]
+    old: BackgroundJobStatus
+    new: BackgroundJobStatus
+    jobs: dict[str, dict[str, Any]]           # ours, by controller UID
+    cronjob: dict[str, Any] | None = None
+    orphans: list[dict[str, Any]] = field(default_factory=list)  # labelled, not ours, held
+    out: Outcome = field(default_factory=Outcome)
+    spec: BackgroundJobSpec | None = None
+    retry_policy: Retry = field(default_factory=Retry)
+    template_ok: bool = True
+    compiled: Compiled | None = None
+    schedule: Schedule | None = None          # the schedule in force (the spec's, or kept)
+    problem: SpecProblem | None = None
+    trigger_problem: SpecProblem | None = None
+    run_problem: SpecProblem | None = None    # a run's Job was refused this pass
+    overdue: tuple[datetime, bool] | None = None  # due time, and whether it is missed for good
+    auto_suspended: bool = False
+    missed_through: datetime | None = None
+    to_delete: list[str] = field(default_factory=list)  # waiting Jobs missed: after the write
+
+    def __post_init__(self) -> None:
+        if self.old.schedule is not None:
+            self.missed_through = st.parse_time(self.old.schedule.missed_through)
+
+    @property
+    def suspended(self) -> bool:
+        """The schedule is paused by spec.suspend or by autoSuspend."""
+        return bool(self.spec and self.spec.suspend) or self.auto_suspended
+
+    def wake_at(self, when: datetime | None) -> None:
+        if when is not None:
+            self.wake_in((when - self.now).total_seconds())
+
+    def wake_in(self, seconds: float) -> None:
+        delay = max(0.05, seconds)
+        if self.out.requeue_after is None or delay < self.out.requeue_after:
+            self.out.requeue_after = delay
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.out.events.append((type_, reason, message))
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        """Runs that hold a slot: admitted, not finished, not being cancelled or deleted."""
+        return [j for j in self.jobs.values()
+                if not accounting.finished(j) and not accounting.awaiting_admission(j)
+                and not accounting.deleting(j)
+                and st.ANN_CANCELLED not in (j["metadata"].get("annotations") or {})]
+
+    def set_retries(self, pending: list[PendingRetry]) -> None:
+        """The pending retries, earliest first; ``status.retry`` mirrors the earliest."""
+        ordered = sorted(pending, key=lambda p: (p.next_retry_time, p.job))
+        self.new = self.new.model_copy(update={"pending_retries": ordered,
+                                               "retry": ordered[0] if ordered else None})
+
+    def handled_run_now(self, token: str) -> None:
+        self.new = self.new.model_copy(update={"last_handled_run_now": token})

@@ -1,0 +1,421 @@
+"""Reconciler table tests, in the shape of the CronJob controller's TestControllerV2SyncCronJob:
+a fake of our one cluster module, a fixed clock, and one row per corner case, named as a
+sentence. Each row is a script of world events and passes, then expectations."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bgjob import api, manifests
+from bgjob.k8s import KubeError
+from bgjob.reconciler import Reconciler
+from tests.unit.fakekube import T0, Clock, FakeKube, fmt
+
+NS, NAME = "ns", "bj"
+FIN = "bgjob.dev/accounting"
+CONTAINER = {"name": "main", "image": "busybox", "command": ["true"]}
+
+
+def manual(token: str) -> str:
+    return manifests.manual_job_name(NAME, token)
+
+
+@dataclass
+class World:
+    clock: Clock
+    kube: FakeKube
+    rec: Reconciler
+
+    def spec(self, **changes: Any) -> None:
+        bj = self.kube.bj()
+        bj["spec"] = {**bj["spec"], **changes}
+        bj["metadata"]["generation"] += 1
+        self.kube._bump(bj)
+
+    def annotate(self, **ann: str) -> None:
+        bj = self.kube.bj()
+        bj["metadata"].setdefault("annotations", {}).update(
+            {f"bgjob.dev/{k.replace('_', '-')}": v for k, v in ann.items()})
+        self.kube._bump(bj)
+
+    def sync(self) -> float | None:
+        return self.rec.reconcile(self.kube.observed()).requeue_after
+
+    def settle(self, limit: int = 6) -> None:
+        """Passes until one writes nothing: a pass that keeps writing is a hot loop."""
+        for _ in range(limit):
+            before = len(self.kube.writes)
+            self.sync()
+            if len(self.kube.writes) == before:
+                return
+        raise AssertionError(f"no steady state after {limit} passes: {self.kube.writes[-6:]}")
+
+    def at(self, seconds: float) -> None:
+        self.clock.now = T0 + __import__("datetime").timedelta(seconds=seconds)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.kube.bj().get("status") or {})
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return dict(self.status.get("stats") or {})
+
+    def jobs(self) -> list[str]:
+        return [j["metadata"]["name"] for j in self.kube.jobs(NS, NAME)]
+
+    def reasons(self) -> list[str]:
+        return [r for _, r, _ in self.kube.events]
+
+    def condition(self, ctype: str) -> dict[str, Any]:
+        return next(c for c in self.status.get("conditions") or [] if c["type"] == ctype)
+
+
+def world(**spec: Any) -> World:
+    clock = Clock(T0)
+    kube = FakeKube(clock)
+    template = {"spec": {"template": {"spec": {"containers": [dict(CONTAINER)]}}}}
+    body = {"apiVersion": api.API_VERSION, "kind": api.KIND,
+            "metadata": {"name": NAME, "namespace": NS, "uid": "bj-uid", "generation": 1,
+                         "creationTimestamp": fmt(T0), "annotations": {}},
+            "spec": {"template": template, **spec}, "status": {}}
+    kube.objects[(api.PLURAL, NS, NAME)] = body
+    kube._bump(body)
+    return World(clock, kube, Reconciler(kube, clock=clock))  # type: ignore[arg-type]
+
+
+@dataclass
+class Case:
+    name: str
+    spec: dict[str, Any]
+    script: Callable[[World], None]
+    expect: Callable[[World], None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_now(w: World, token: str, **params: str) -> None:
+    w.annotate(run_now=token)
+    if params:
+        import json
+        w.annotate(run_parameters=json.dumps(params))
+    w.settle()
+
+
+# -- scripts ---------------------------------------------------------------------------------
+
+def two_runs_fail_before_the_first_retry(w: World) -> None:
+    run_now(w, "a")
+    run_now(w, "b")
+    w.kube.finish(manual("a"), ok=False)
+    w.settle()
+    w.at(10)
+    w.kube.finish(manual("b"), ok=False)
+    w.settle()
+    w.at(400)
+    w.settle()
+
+
+def expect_both_retried(w: World) -> None:
+    names = w.jobs()
+    assert f"{manual('a')}-r2" in names and f"{manual('b')}-r2" in names, names
+    retries = [j for j in w.kube.jobs(NS, NAME)
+               if j["metadata"]["labels"][api.LABEL_TRIGGER] == "retry"]
+    assert len(retries) == 2, names
+    assert w.stats["retries"] == 2
+    assert "pendingRetries" not in w.status or w.status["pendingRetries"] == []
+
+
+def same_second_at_the_records_cut(w: World) -> None:
+    run_now(w, "a")
+    run_now(w, "b")
+    w.kube.finish(manual("a"))
+    w.kube.finish(manual("b"))
+    w.settle()
+    w.spec(history={"runRecords": 5, "successfulJobs": 10})
+    w.settle()
+    w.spec(suspend=True, concurrencyPolicy="Allow", template={"bad": 1})  # invalid spec
+    w.settle()
+
+
+def expect_counted_once(w: World) -> None:
+    assert (w.stats["runs"], w.stats["succeeded"]) == (2, 2)
+
+
+def failed_scheduled_run_pruned_while_down(w: World) -> None:
+    w.settle()  # the CronJob exists
+    job = w.kube.cronjob_tick(T0.replace(hour=11))
+    w.at(3600)
+    w.settle()  # admitted
+    assert w.kube.unsuspended(job)
+    w.kube.finish(job, ok=False, exit_code=3)
+    w.kube.cronjob_prune()  # failedJobs: 0 and the operator is down: the finalizer holds it
+    held = w.kube.job(job)
+    assert held is not None and held["metadata"]["deletionTimestamp"]
+    w.settle()
+    w.at(3600 + 120)
+    w.settle()
+
+
+def expect_counted_and_retried(w: World) -> None:
+    assert (w.stats["runs"], w.stats["failed"]) == (1, 1)
+    assert any(j["metadata"]["labels"][api.LABEL_TRIGGER] == "retry"
+               for j in w.kube.jobs(NS, NAME)), w.jobs()
+    assert all(FIN not in (j["metadata"].get("finalizers") or []) or not
+               j["metadata"].get("deletionTimestamp") for j in w.kube.jobs(NS, NAME))
+
+
+def manual_run_active_at_the_tick(w: World) -> None:
+    w.settle()
+    run_now(w, "m")
+    job = w.kube.cronjob_tick(T0.replace(hour=11))
+    w.at(3600)
+    w.settle()
+    w.extra = job  # type: ignore[attr-defined]
+
+
+def expect_scheduled_waits(w: World) -> None:
+    assert not w.kube.unsuspended(w.extra)  # type: ignore[attr-defined]
+    w.kube.finish(manual("m"))
+    w.settle()
+    assert w.kube.unsuspended(w.extra)  # type: ignore[attr-defined]
+
+
+def expect_manual_replaced(w: World) -> None:
+    assert w.kube.unsuspended(w.extra)  # type: ignore[attr-defined]
+    replaced = w.kube.job(manual("m"))
+    assert replaced is not None and "bgjob.dev/cancelled" in replaced["metadata"]["annotations"]
+
+
+def cancel_with_a_pending_retry(w: World) -> None:
+    run_now(w, "a")
+    w.kube.finish(manual("a"), ok=False)
+    w.settle()
+    w.kube.writes.clear()
+    w.annotate(cancel="c1")
+    w.settle()
+
+
+def expect_one_status_write_and_no_metadata_writes(w: World) -> None:
+    assert w.status.get("lastHandledCancel") == "c1"
+    assert not w.status.get("pendingRetries") and not w.status.get("retry")
+    bj_writes = [v for v, p, _ in w.kube.writes if p == api.PLURAL]
+    assert bj_writes == ["patch/status"], w.kube.writes
+
+
+def template_the_builder_cannot_use(w: World) -> None:
+    run_now(w, "a")
+    w.kube.finish(manual("a"))
+    tpl = {"spec": {"template": {"spec": {"containers": [{**CONTAINER, "env": ["A=1"]}]}}}}
+    w.spec(template=tpl)
+    w.settle()
+    w.annotate(run_now="b")
+    w.settle()
+
+
+def expect_invalid_spec_naming_env(w: World) -> None:
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "containers[0].env[0]" in ready["message"]
+    assert w.stats["runs"] == 1  # finished runs are still folded
+    assert manual("b") not in w.jobs()
+    assert "InvalidSpec" in w.reasons()
+
+
+def bad_time_zone_on_an_operator_schedule(w: World) -> None:
+    w.settle()
+    w.spec(schedule={"every": "7m", "timeZone": "Mars/Olympus"})
+    w.settle()
+    w.at(7 * 60 + 1)
+    w.settle()
+
+
+def expect_old_schedule_still_runs(w: World) -> None:
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSchedule")
+    assert "timeZone" in ready["message"]
+    assert any(n.startswith("bj-") and "manual" not in n for n in w.jobs()), w.jobs()
+    assert w.status["schedule"]["nextRunTimes"]
+
+
+def cronjob_suspended_by_hand(w: World) -> None:
+    w.settle()
+    cj = w.kube.objects[("cronjobs", NS, NAME)]
+    cj["spec"]["suspend"] = True
+    cj["spec"]["schedule"] = "5 5 * * *"
+    w.kube._bump(cj)
+    w.settle()
+
+
+def expect_reverted(w: World) -> None:
+    cj = w.kube.objects[("cronjobs", NS, NAME)]
+    assert cj["spec"]["suspend"] is False and cj["spec"]["schedule"] == "0 * * * *"
+    assert any("Reverted CronJob" in m for _, _, m in w.kube.events)
+
+
+def foreign_and_stale_jobs_with_our_label(w: World) -> None:
+    for name, uid in (("foreign", "someone-else"), ("old-run", "deleted-namesake-uid")):
+        w.kube.objects[("jobs", NS, name)] = {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": NS, "uid": f"u-{name}",
+                         "resourceVersion": "1", "creationTimestamp": fmt(T0),
+                         "labels": {api.LABEL_OWNER: NAME, api.LABEL_TRIGGER: "manual"},
+                         "ownerReferences": [{"uid": uid, "controller": True}]},
+            "spec": {}, "status": {}}
+    w.settle()
+    w.kube.finish("old-run", ok=False)
+    w.annotate(cancel="x")
+    w.settle()
+
+
+def expect_not_ours(w: World) -> None:
+    assert w.stats.get("runs", 0) == 0
+    assert "bgjob.dev/cancelled" not in w.kube.objects[("jobs", NS, "foreign")]["metadata"].get(
+        "annotations", {})
+    assert not w.status.get("active")
+
+
+def created_then_deleted_before_the_watch(w: World) -> None:
+    w.settle()
+    obs = w.kube.observed()
+    w.annotate(run_now="a")
+    w.sync()  # creates bj-manual-a
+    w.kube.objects.pop(("jobs", NS, manual("a")))  # deleted; the watch never showed it
+    w.at(6 * 60)  # past the expectations' TTL
+    w.annotate(run_now="b")
+    obs = w.kube.observed()
+    w.rec.reconcile(obs)
+    w.settle()
+
+
+def expect_next_run_starts(w: World) -> None:
+    assert manual("b") in w.jobs()
+
+
+def quota_refuses_a_run_now(w: World) -> None:
+    w.settle()
+    w.kube.fail_next[("create", "jobs")] = KubeError(403, "Forbidden", "exceeded quota")
+    w.annotate(run_now="a")
+    w.at(7 * 60 + 1)  # an operator-timed run is due in the same pass
+    w.sync()
+
+
+def expect_event_and_scheduled_run_started(w: World) -> None:
+    assert "FailedCreate" in w.reasons()
+    assert any("exceeded quota" in m for _, _, m in w.kube.events)
+    assert any(j["metadata"]["labels"][api.LABEL_TRIGGER] == "scheduled"
+               for j in w.kube.jobs(NS, NAME))
+
+
+def status_write_conflicts_after_counting(w: World) -> None:
+    run_now(w, "a")
+    w.kube.finish(manual("a"))
+    w.kube.fail_next[("patch", api.PLURAL)] = KubeError(409, "Conflict", "stale")
+    w.sync()
+
+
+def expect_finalizer_kept_until_counted(w: World) -> None:
+    job = w.kube.job(manual("a"))
+    assert job is not None and FIN in job["metadata"]["finalizers"]
+    assert not w.stats.get("runs")
+    w.settle()
+    assert w.stats["runs"] == 1
+    assert FIN not in (w.kube.job(manual("a")) or {"metadata": {}})["metadata"].get(
+        "finalizers", [])
+
+
+def backgroundjob_being_deleted(w: World) -> None:
+    run_now(w, "a")
+    bj = w.kube.bj()
+    bj["metadata"]["deletionTimestamp"] = fmt(T0)
+    w.kube.remove("jobs", NS, manual("a"))  # the garbage collector follows the owner
+    w.sync()
+
+
+def expect_nothing_stuck(w: World) -> None:
+    assert w.kube.job(manual("a")) is None
+
+
+def many_ticks_while_down(w: World) -> None:
+    w.settle()
+    jobs = [w.kube.cronjob_tick(T0.replace(hour=h)) for h in (11, 12, 13)]
+    w.at(3 * 3600 + 5)
+    w.settle()
+    w.extra = jobs  # type: ignore[attr-defined]
+
+
+def expect_latest_admitted_rest_missed(w: World) -> None:
+    old1, old2, latest = w.extra  # type: ignore[attr-defined]
+    assert w.kube.unsuspended(latest)
+    assert w.kube.job(old1) is None and w.kube.job(old2) is None
+    assert w.stats["missed"] == 2
+
+
+def legacy_annotations_migrate(w: World) -> None:
+    w.annotate(last_handled_cancel="old", cancel="old")
+    run_now(w, "a")
+
+
+def expect_old_cancel_not_redone(w: World) -> None:
+    assert w.status["lastHandledCancel"] == "old"
+    job = w.kube.job(manual("a"))
+    assert job is not None and "bgjob.dev/cancelled" not in job["metadata"]["annotations"]
+
+
+CRON = {"schedule": {"cron": "0 * * * *"}}
+EVERY7 = {"schedule": {"every": "7m"}}
+RETRY = {"retry": {"limit": 1, "backoff": {"initialDelaySeconds": 60, "jitter": 0}}}
+
+CASES = [
+    Case("retry pending, another run fails, Allow: both are retried",
+         {"concurrencyPolicy": "Allow", **RETRY}, two_runs_fail_before_the_first_retry,
+         expect_both_retried),
+    Case("two runs end in the same second at the records cut, then runRecords rises, then the "
+         "spec goes bad: each counted once, no write loop",
+         {"concurrencyPolicy": "Allow", "history": {"runRecords": 1}},
+         same_second_at_the_records_cut, expect_counted_once),
+    Case("failed scheduled run pruned by the CronJob while the operator is down: counted and "
+         "retried", {**CRON, **RETRY, "history": {"failedJobs": 0}},
+         failed_scheduled_run_pruned_while_down, expect_counted_and_retried),
+    Case("manual run active at the CronJob's tick, Forbid: the scheduled Job waits",
+         CRON, manual_run_active_at_the_tick, expect_scheduled_waits),
+    Case("manual run active at the CronJob's tick, Replace: the manual run is cancelled",
+         {**CRON, "concurrencyPolicy": "Replace"}, manual_run_active_at_the_tick,
+         expect_manual_replaced),
+    Case("cancel with a retry pending: one status write, no metadata write",
+         RETRY, cancel_with_a_pending_retry, expect_one_status_write_and_no_metadata_writes),
+    Case("template env ['A=1']: InvalidSpec naming the field, runs still folded, no run",
+         {}, template_the_builder_cannot_use, expect_invalid_spec_naming_env),
+    Case("bad time zone on an operator-timed schedule: the last good schedule keeps running",
+         EVERY7, bad_time_zone_on_an_operator_schedule, expect_old_schedule_still_runs),
+    Case("CronJob suspended and rescheduled by hand: reverted with an event",
+         CRON, cronjob_suspended_by_hand, expect_reverted),
+    Case("a foreign Job and a deleted namesake's Job carry the label: not counted, not "
+         "cancelled", {}, foreign_and_stale_jobs_with_our_label, expect_not_ours),
+    Case("a created Job deleted before the watch saw it: forgotten after the TTL",
+         {}, created_then_deleted_before_the_watch, expect_next_run_starts),
+    Case("run-now refused by quota (403): Warning event, the due scheduled run still starts",
+         {**EVERY7, "concurrencyPolicy": "Allow"}, quota_refuses_a_run_now,
+         expect_event_and_scheduled_run_started),
+    Case("status write conflicts after counting: the finalizer stays until the count is "
+         "written", {}, status_write_conflicts_after_counting,
+         expect_finalizer_kept_until_counted),
+    Case("BackgroundJob being deleted: every Job's finalizer is released",
+         {}, backgroundjob_being_deleted, expect_nothing_stuck),
+    Case("three ticks while the operator was down: the latest runs, two are missed",
+         CRON, many_ticks_while_down, expect_latest_admitted_rest_missed),
+    Case("a cancel token handled by an older version (annotation) is not handled again",
+         {}, legacy_annotations_migrate, expect_old_cancel_not_redone),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_reconcile(case: Case) -> None:
+    w = world(**copy.deepcopy(case.spec))
+    case.script(w)
+    case.expect(w)
+    w.settle()  # and every row ends in a steady state
