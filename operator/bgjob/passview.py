@@ -54,14 +54,14 @@ def conditions(ctx: Pass) -> BackgroundJobStatus:
     conds = list(new.conditions)
     problem = ctx.problem or ctx.run_problem or ctx.trigger_problem
     if problem is not None:
-        before = st.condition(ctx.old, READY)
-        if (before is None or before.reason != problem.reason
-                or before.message != problem.message) and problem is ctx.problem:
-            ctx.event(WARNING, problem.reason, problem.message)
         message = problem.message
         if ctx.problem is not None and ctx.schedule is not None and ctx.compiled is not None \
                 and ctx.problem.reason == INVALID_SCHEDULE:
             message += f"; the last valid schedule ({ctx.compiled.description}) stays in force"
+        before = st.condition(ctx.old, READY)
+        if (before is None or before.reason != problem.reason
+                or before.message != message) and problem is ctx.problem:
+            ctx.event(WARNING, problem.reason, message)
         conds = st.set_condition(conds, READY, False, problem.reason, message, gen, now)
     else:
         scheduled = spec is not None and spec.schedule is not None
