@@ -11,57 +11,42 @@ never breaks a working schedule.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from bgjob import accounting, api, cronjobs, manifests, retry, schedule, timing, triggers
+from bgjob import (
+    accounting,
+    cronjobs,
+    judging,
+    manifests,
+    runs,
+    schedule,
+)
 from bgjob import status as st
 from bgjob.api import (
     BackgroundJobSpec,
     BackgroundJobStatus,
-    ConcurrencyPolicy,
-    PendingRetry,
     Retry,
     Schedule,
 )
+from bgjob.effects import Effects
 from bgjob.expectations import Expectations
-from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
+from bgjob.k8s import Kube, KubeError, NotFound
 from bgjob.metrics import Metrics
 from bgjob.passctx import Observed, Outcome, Pass, SpecProblem, validation_message
 from bgjob.passview import conditions, schedule_status
-from bgjob.triggers import Action
 from bgjob.vocab import (
-    ANN_ADMITTED,
-    ANN_PARAMETERS,
-    ANN_RESUME,
-    ANN_RETRY_OF,
     CHILD_CONFLICT,
-    CRONJOB_INSTANTIATE,
-    EV_AUTO_SUSPENDED,
-    EV_MISSED_SCHEDULE,
-    EV_RESUMED,
-    EV_RETRIES_EXHAUSTED,
-    EV_RETRY_SCHEDULED,
-    EV_RUN_CANCELLED,
-    EV_RUN_FAILED,
-    EV_RUN_STARTED,
-    EV_RUN_SUCCEEDED,
-    EV_TRIGGER_REJECTED,
-    FAILED_CREATE,
     INVALID_SCHEDULE,
     INVALID_SPEC,
-    INVALID_TRIGGER,
     LEGACY_LAST_CANCEL,
     LEGACY_LAST_RESUME,
     LEGACY_MISSED_THROUGH,
-    NORMAL,
-    WARNING,
 )
 
 __all__ = ["Observed", "Outcome", "Reconciler", "SpecProblem", "validation_message"]
@@ -88,6 +73,7 @@ class Reconciler:
         # What we created, changed or deleted that the watches have not shown yet (client-go's
         # expectations, with a TTL so a lost event never wedges a BackgroundJob).
         self.expect = Expectations(self.clock)
+        self.fx = Effects(kube, self.expect)
         # Our last status write to each BackgroundJob (response resourceVersion and status):
         # until the watch delivers an object at least that new, a pass builds on what we wrote.
         self.written: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
@@ -102,7 +88,7 @@ class Reconciler:
         ctx = self._begin(obs)
         if ctx.bj["metadata"].get("deletionTimestamp"):
             ### 0: Being deleted: let every Job go, counted or not (nothing may get stuck).
-            self._release(ctx, [j for j in obs.jobs if accounting.has_finalizer(j)])
+            self.fx.release(ctx, [j for j in obs.jobs if accounting.has_finalizer(j)])
             return ctx.out
 
         ### 1: Load the spec; what the schema could not reject becomes InvalidSpec.
@@ -113,25 +99,25 @@ class Reconciler:
 
         ### 3: Count every Job that ended, exactly once; judge each ended attempt (retry it or
         ###    end the run); autoSuspend.
-        self._step_account(ctx)
+        judging.step_account(ctx, self.fx)
 
         ### 4: Bring the CronJob in line, reverting drift (only with a valid spec).
         self._step_cronjob(ctx, obs)
 
         ### 5: A new cancel token stops every active run and drops pending retries.
-        self._step_cancel(ctx)
+        runs.step_cancel(ctx, self.fx)
 
         ### 6: Admit the Jobs the CronJob made suspended, under the concurrency policy.
-        self._step_admit(ctx)
+        runs.step_admit(ctx, self.fx)
 
         ### 7: A new run-now token starts one manual run (suspended or not).
-        self._step_run_now(ctx)
+        runs.step_run_now(ctx, self.fx)
 
         ### 8: Pending retries whose time has come start, under the concurrency policy.
-        self._step_retries(ctx)
+        runs.step_retries(ctx, self.fx)
 
         ### 9: Scheduled runs: start the due one (Operator mode); judge missed/overdue.
-        self._step_schedule(ctx)
+        runs.step_schedule(ctx, self.fx)
 
         ### 10: Schedule description, conditions, observedGeneration.
         ctx.new = schedule_status(ctx)
@@ -144,10 +130,10 @@ class Reconciler:
             self.metrics.record((ctx.ns, ctx.name), ctx.old, ctx.new)
 
         ### 12: Now that it is recorded: let counted Jobs go, drop missed waiting Jobs, prune.
-        self._release(ctx, accounting.release(ctx.new.accounted, ctx.jobs.values())
+        self.fx.release(ctx, accounting.release(ctx.new.accounted, ctx.jobs.values())
                       + ctx.orphans)
         for job_name in ctx.to_delete:
-            self._delete_job(ctx, job_name)
+            self.fx.delete_job(ctx, job_name)
         self._step_prune(ctx)
         return ctx.out
 
@@ -232,111 +218,6 @@ class Reconciler:
 
     # -- step 3 --------------------------------------------------------------------------
 
-    def _step_account(self, ctx: Pass) -> None:
-        self._learn_exit_codes(ctx)
-        records = ctx.spec.history.run_records if ctx.spec else max(len(ctx.old.runs), 1)
-        policy = ctx.retry_policy
-        ctx.new, fresh = st.fold_runs(ctx.new, ctx.jobs.values(), records,
-                                      lambda r: retry.is_final_failure(r, policy))
-        self._run_events(ctx, fresh)
-        for rec in fresh:
-            self._judge(ctx, rec, policy)
-        self._step_auto_suspend(ctx)
-
-    def _learn_exit_codes(self, ctx: Pass) -> None:
-        """A failed Job's conditions rarely carry the exit code; its pod does. One read per
-        Job about to be counted; the run record keeps the code after that."""
-        for job in accounting.to_count(ctx.jobs.values(), ctx.old.accounted):
-            job_name = job["metadata"]["name"]
-            if not st.needs_exit_code(job):
-                continue
-            try:
-                pods = self.kube.list("v1", "pods", ctx.ns,
-                                      f"{manifests.JOB_NAME_LABEL}={job_name}")
-            except KubeError as exc:
-                log.debug("%s/%s: cannot read pods of %s: %s", ctx.ns, ctx.name, job_name, exc)
-                continue
-            code = st.exit_code_of(pods)
-            if code is not None:
-                meta = dict(job["metadata"])
-                meta["annotations"] = {**(meta.get("annotations") or {}),
-                                       st.ANN_EXIT_CODE: str(code)}
-                ctx.jobs[job_name] = {**job, "metadata": meta}
-
-    def _run_events(self, ctx: Pass, fresh: list[Any]) -> None:
-        seen = {r.job for r in ctx.old.active} | {r.job for r in ctx.old.runs}
-        for ref in ctx.new.active:
-            if ref.job not in seen:
-                ctx.event(NORMAL, EV_RUN_STARTED, f"Started {ref.trigger} run {ref.job} "
-                          f"(attempt {ref.attempt})")
-        for rec in fresh:
-            if rec.result == st.SUCCEEDED:
-                ctx.event(NORMAL, EV_RUN_SUCCEEDED, f"Run {rec.job} succeeded in "
-                          f"{rec.duration_seconds}s")
-            elif st.is_failure(rec.result):
-                code = f", exit code {rec.exit_code}" if rec.exit_code is not None else ""
-                ctx.event(WARNING, EV_RUN_FAILED, f"Run {rec.job} ended {rec.result}{code}: "
-                          f"{rec.message or rec.reason}")
-
-    def _judge(self, ctx: Pass, rec: Any, policy: Retry) -> None:
-        """One ended attempt, judged once (it was just counted): a pending retry of its own,
-        or the end of its run."""
-        verdict = retry.classify(rec, policy)
-        if verdict is retry.Verdict.RETRY:
-            job = ctx.jobs.get(rec.job) or {"metadata": {}}
-            ann = job["metadata"].get("annotations") or {}
-            try:
-                params = json.loads(ann.get(ANN_PARAMETERS) or "{}")
-            except json.JSONDecodeError:
-                params = {}
-            done = st.parse_time(rec.completion_time) or ctx.now
-            wait = retry.delay(policy.backoff, rec.attempt)
-            at = done + timedelta(seconds=wait)
-            pending = PendingRetry(attempt=rec.attempt + 1, next_retry_time=st.fmt(at) or "",
-                                   job=rec.job, first_job=ann.get(ANN_RETRY_OF) or rec.job,
-                                   scheduled_time=rec.scheduled_time,
-                                   parameters={str(k): str(v) for k, v in params.items()})
-            ctx.set_retries([*ctx.new.pending_retries, pending])
-            ctx.event(NORMAL, EV_RETRY_SCHEDULED, f"Run {rec.job} failed ({rec.result}"
-                      + (f", exit code {rec.exit_code}" if rec.exit_code is not None else "")
-                      + f"); attempt {rec.attempt + 1} of {1 + policy.limit} starts in "
-                      f"{wait:.0f}s at {st.fmt(at)}")
-        elif verdict is retry.Verdict.NON_RETRYABLE or (
-                verdict is retry.Verdict.EXHAUSTED and policy.limit > 0):
-            why = (f"exit code {rec.exit_code} is non-retryable"
-                   if verdict is retry.Verdict.NON_RETRYABLE
-                   else f"all {1 + policy.limit} attempts failed")
-            ctx.event(WARNING, EV_RETRIES_EXHAUSTED, f"Run {rec.job} failed for good: {why}")
-
-    def _step_auto_suspend(self, ctx: Pass) -> None:
-        """Suspend the schedule after N failed runs in a row, in status only (spec belongs to
-        the user and their GitOps tool); a new bgjob.dev/resume token or spec.suspend lifts it."""
-        spec = ctx.spec
-        if spec is None:
-            return
-        before = st.condition(ctx.old, "Suspended")
-        was_auto = before is not None and before.reason == "AutoSuspended"
-        resume = (ctx.annotations.get(ANN_RESUME) or "").strip()
-        if resume and resume != ctx.old.last_handled_resume:
-            ctx.new = ctx.new.model_copy(update={"last_handled_resume": resume})
-            if was_auto:
-                stats = ctx.new.stats.model_copy(update={"consecutive_failures": 0})
-                ctx.new = ctx.new.model_copy(update={"stats": stats})
-                ctx.event(NORMAL, EV_RESUMED, f"Schedule resumed by {ANN_RESUME}={resume}")
-                return
-        if spec.suspend:
-            return  # the user's own suspension replaces the automatic one
-        if was_auto:
-            ctx.auto_suspended = True
-            return
-        limit = spec.auto_suspend.after_consecutive_failures if spec.auto_suspend else None
-        if limit is not None and ctx.new.stats.consecutive_failures >= limit and (
-                ctx.new.stats.consecutive_failures > ctx.old.stats.consecutive_failures):
-            ctx.auto_suspended = True
-            ctx.event(WARNING, EV_AUTO_SUSPENDED, f"Schedule suspended after "
-                      f"{ctx.new.stats.consecutive_failures} failed runs in a row; annotate "
-                      f"{ANN_RESUME}=<new token> to resume")
-
     # -- step 4 --------------------------------------------------------------------------
 
     def _step_cronjob(self, ctx: Pass, obs: Observed) -> None:
@@ -364,283 +245,7 @@ class Reconciler:
 
     # -- steps 5 to 9 --------------------------------------------------------------------
 
-    def _cancel(self, ctx: Pass, jobs: list[dict[str, Any]], token: str) -> list[str]:
-        """Stop runs and keep their records: a 1 s deadline makes the Job controller end
-        them as failed; the annotation makes the record say Cancelled and stops retries."""
-        stopped = []
-        for job in jobs:
-            job_name = job["metadata"]["name"]
-            try:
-                patched = self.kube.patch("batch/v1", "jobs", ctx.ns, job_name, {
-                    "metadata": {"annotations": {st.ANN_CANCELLED: token}},
-                    "spec": {"activeDeadlineSeconds": 1},
-                })
-            except NotFound:
-                continue
-            self._remember(ctx, patched)
-            stopped.append(job_name)
-        return stopped
-
-    def _step_cancel(self, ctx: Pass) -> None:
-        token = triggers.pending_cancel(ctx.annotations, ctx.old.last_handled_cancel)
-        if token is None:
-            return
-        stopped = self._cancel(ctx, ctx.active_jobs(), token)
-        ctx.new = ctx.new.model_copy(update={"last_handled_cancel": token})
-        ctx.set_retries([])
-        ctx.event(NORMAL, EV_RUN_CANCELLED, f"Cancelled {len(stopped)} active run(s)"
-                  + (f": {', '.join(stopped)}" if stopped else " (none was active)"))
-
-    def _step_admit(self, ctx: Pass) -> None:
-        """The CronJob's Jobs come suspended; each is admitted, left waiting, or missed, by
-        the same rules as every other run. Jobs of an older operator get the finalizer."""
-        spec = ctx.spec
-        waiting = [j for j in ctx.jobs.values() if accounting.awaiting_admission(j)]
-        for job in ctx.jobs.values():
-            if (not accounting.has_finalizer(job) and not accounting.awaiting_admission(job)
-                    and not accounting.finished(job) and not accounting.deleting(job)):
-                self._admit(ctx, job)  # adopt a running Job of an older version
-        if not waiting or spec is None or not ctx.template_ok:
-            return
-        deadline = ctx.schedule.starting_deadline_seconds if ctx.schedule else None
-
-        def due(job: dict[str, Any]) -> str:
-            ann = job["metadata"].get("annotations") or {}
-            return str(ann.get(api.ANN_CRONJOB_SCHEDULED)
-                       or job["metadata"].get("creationTimestamp") or "")
-
-        manual = [j for j in waiting if (j["metadata"].get("annotations") or {}).get(
-            CRONJOB_INSTANTIATE) == "manual"]
-        scheduled = sorted((j for j in waiting if j not in manual), key=due)
-        for job in scheduled[:-1]:  # superseded: only the most recent time is ever started
-            self._miss(ctx, job, "a newer scheduled run superseded it")
-        candidates = manual + scheduled[-1:]
-        for job in candidates:
-            is_manual = job in manual
-            when = st.parse_time(due(job)) or ctx.now
-            if not is_manual and ctx.suspended:
-                self._miss(ctx, job, "the schedule is suspended")
-                continue
-            if not is_manual and deadline is not None and (ctx.now - when).total_seconds() > \
-                    deadline:
-                self._miss(ctx, job, f"it could not start within {deadline}s")
-                continue
-            active = ctx.active_jobs()
-            policy = spec.concurrency_policy
-            if active and policy is ConcurrencyPolicy.FORBID:
-                if not is_manual and deadline is not None:
-                    ctx.wake_at(when + timedelta(seconds=deadline + 1))
-                continue  # waits for the active run; its end brings us back
-            if active and policy is ConcurrencyPolicy.REPLACE:
-                self._cancel(ctx, active, f"replaced-by:{job['metadata']['name']}")
-            self._admit(ctx, job)
-
-    def _admit(self, ctx: Pass, job: dict[str, Any]) -> None:
-        meta = job["metadata"]
-        try:
-            patched = self.kube.patch("batch/v1", "jobs", ctx.ns, meta["name"], {
-                "metadata": {"resourceVersion": meta.get("resourceVersion"),
-                             "finalizers": accounting.with_finalizer(job),
-                             "annotations": {ANN_ADMITTED: "true"}},
-                "spec": {"suspend": False},
-            })
-        except NotFound:
-            return
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-            ctx.wake_in(CONFLICT_RETRY_SECONDS)  # changed under us: look again
-            return
-        self._remember(ctx, patched)
-
-    def _miss(self, ctx: Pass, job: dict[str, Any], why: str) -> None:
-        """A waiting Job that will not run: counted missed now, deleted after the write."""
-        uid = accounting.uid_of(job)
-        if uid in ctx.new.accounted:
-            ctx.to_delete.append(job["metadata"]["name"])  # counted before; delete again
-            return
-        stats = ctx.new.stats.model_copy(update={"missed": ctx.new.stats.missed + 1})
-        ctx.new = ctx.new.model_copy(update={"stats": stats,
-                                             "accounted": [*ctx.new.accounted, uid]})
-        ctx.to_delete.append(job["metadata"]["name"])
-        ctx.event(WARNING, EV_MISSED_SCHEDULE, f"Scheduled run {job['metadata']['name']} "
-                  f"did not start: {why}")
-
-    def _step_run_now(self, ctx: Pass) -> None:
-        try:
-            params = triggers.parse_parameters(ctx.annotations.get(api.ANN_RUN_PARAMETERS))
-        except triggers.TriggerError as exc:
-            params = None
-            if ctx.annotations.get(api.ANN_RUN_NOW):
-                ctx.trigger_problem = SpecProblem(INVALID_TRIGGER, str(exc))
-        if ctx.spec is None or not ctx.template_ok:
-            return  # no template to run; the token waits until the spec is fixed
-        token = ctx.annotations.get(api.ANN_RUN_NOW, "")
-        job_name = manifests.manual_job_name(ctx.name, token)
-        active = ctx.active_jobs()
-        decision = triggers.decide_run_now(ctx.annotations, ctx.old.last_handled_run_now,
-                                           job_name in ctx.jobs, len(active),
-                                           ctx.spec.concurrency_policy)
-        if decision.action is Action.NONE:
-            return
-        if params is None:
-            assert ctx.trigger_problem is not None
-            ctx.handled_run_now(decision.token)
-            ctx.event(WARNING, INVALID_TRIGGER, f"run-now {decision.token!r} not started: "
-                      f"{ctx.trigger_problem.message}")
-            return
-        if decision.action is Action.ADOPT:
-            ctx.handled_run_now(decision.token)
-            return
-        if decision.action is Action.REJECT:
-            ctx.handled_run_now(decision.token)
-            ctx.event(WARNING, EV_TRIGGER_REJECTED, f"run-now {decision.token!r} not "
-                      f"started: concurrencyPolicy is Forbid and {len(active)} run(s) are "
-                      f"active ({', '.join(j['metadata']['name'] for j in active)}); set "
-                      f"{api.ANN_RUN_FORCE}: \"true\" to run anyway")
-            return
-        if decision.action is Action.REPLACE:
-            self._cancel(ctx, active, f"replaced-by:{job_name}")
-        manifest = manifests.job_manifest(
-            ctx.bj, ctx.spec, job_name, "manual", params=params,
-            extra_annotations={ANN_PARAMETERS: json.dumps(params, sort_keys=True)}
-            if params else None)
-        if self._create_job(ctx, manifest, f"manual run {decision.token!r}") is not None:
-            ctx.handled_run_now(decision.token)  # started, adopted or refused for good
-
-    def _step_retries(self, ctx: Pass) -> None:
-        spec = ctx.spec
-        if spec is None or not ctx.template_ok or not ctx.new.pending_retries:
-            return
-        keep: list[PendingRetry] = []
-        started = 0
-        for pending in ctx.new.pending_retries:
-            due = st.parse_time(pending.next_retry_time) or ctx.now
-            if due > ctx.now:
-                ctx.wake_at(due)
-                keep.append(pending)
-                continue
-            root = pending.first_job or _retry_root(ctx.jobs.get(pending.job)) or pending.job
-            job_name = manifests.retry_job_name(root, pending.attempt)
-            if job_name not in ctx.jobs:
-                active = ctx.active_jobs()
-                if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
-                    keep.append(pending)  # waits for the active run; its end brings us back
-                    continue
-                if active and spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
-                    ctx.event(NORMAL, EV_RUN_CANCELLED, f"Pending retry of {pending.job} "
-                              "dropped: a newer run is active and concurrencyPolicy is Replace")
-                    continue
-                extra = {ANN_RETRY_OF: root}
-                if pending.parameters:
-                    extra[ANN_PARAMETERS] = json.dumps(pending.parameters, sort_keys=True)
-                manifest = manifests.job_manifest(
-                    ctx.bj, spec, job_name, "retry", attempt=pending.attempt,
-                    scheduled=st.parse_time(pending.scheduled_time),
-                    params=pending.parameters, extra_annotations=extra)
-                if not self._create_job(ctx, manifest, f"retry of {pending.job}"):
-                    keep.append(pending)
-                    continue
-            started += 1
-        stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries + started})
-        ctx.new = ctx.new.model_copy(update={"stats": stats})
-        ctx.set_retries(keep)
-
-    def _step_schedule(self, ctx: Pass) -> None:
-        c, sched = ctx.compiled, ctx.schedule
-        if c is None or sched is None or ctx.spec is None:
-            return
-        if c.mode is schedule.Mode.OPERATOR:
-            last = st.parse_time(ctx.new.last_schedule_time)
-            floor = st.parse_time(ctx.bj["metadata"].get("creationTimestamp")) or ctx.now
-        elif ctx.cronjob is not None and cronjobs.controlled_by(ctx.cronjob, ctx.uid):
-            last = st.parse_time((ctx.cronjob.get("status") or {}).get("lastScheduleTime"))
-            floor = st.parse_time(ctx.cronjob["metadata"].get("creationTimestamp")) or ctx.now
-        else:
-            return
-        plan = timing.plan(c, last_scheduled=last, floor=floor,
-                           missed_through=ctx.missed_through, now=ctx.now,
-                           deadline_seconds=sched.starting_deadline_seconds,
-                           suspended=ctx.suspended)
-        started = plan.run is not None and ctx.template_ok and self._start_scheduled(
-            ctx, plan.run)
-        if plan.missed:
-            stats = ctx.new.stats.model_copy(
-                update={"missed": ctx.new.stats.missed + len(plan.missed)})
-            ctx.new = ctx.new.model_copy(update={"stats": stats})
-            ctx.missed_through = max(plan.missed)
-            shown = ", ".join(st.fmt(t) or "" for t in plan.missed[-3:])
-            more = f" and {len(plan.missed) - 3} earlier" if len(plan.missed) > 3 else ""
-            ctx.event(WARNING, EV_MISSED_SCHEDULE, f"{len(plan.missed)} scheduled run(s) did "
-                      f"not start in time and were skipped: {shown}{more}")
-        if plan.overdue is not None and not started:
-            missed_for_good = plan.overdue in plan.missed or (
-                ctx.missed_through is not None and plan.overdue <= ctx.missed_through)
-            ctx.overdue = (plan.overdue, missed_for_good)
-        ctx.wake_at(plan.wake)
-        if plan.run is not None and not started:
-            grace = sched.starting_deadline_seconds
-            if grace is not None:  # blocked: count it missed once its deadline is over
-                ctx.wake_at(plan.run + timedelta(seconds=grace + 1))
-
-    def _start_scheduled(self, ctx: Pass, due: datetime) -> bool:
-        """Start the Operator-timed run for ``due`` under the concurrency policy."""
-        assert ctx.spec is not None
-        job_name = manifests.scheduled_job_name(ctx.name, due)
-        if job_name not in ctx.jobs:
-            active = ctx.active_jobs()
-            policy = ctx.spec.concurrency_policy
-            if active and policy is ConcurrencyPolicy.FORBID:
-                log.info("%s/%s: run due %s waits: Forbid and %d active", ctx.ns, ctx.name,
-                         st.fmt(due), len(active))
-                return False
-            if active and policy is ConcurrencyPolicy.REPLACE:
-                self._cancel(ctx, active, f"replaced-by:{job_name}")
-            manifest = manifests.job_manifest(ctx.bj, ctx.spec, job_name, "scheduled",
-                                              scheduled=due)
-            if not self._create_job(ctx, manifest, f"scheduled run due {st.fmt(due)}"):
-                return False
-        ctx.new = ctx.new.model_copy(update={"last_schedule_time": st.fmt(due)})
-        return True
-
     # -- writes --------------------------------------------------------------------------
-
-    def _remember(self, ctx: Pass, job: dict[str, Any]) -> None:
-        ctx.jobs[job["metadata"]["name"]] = job
-        self.expect.wrote_job((ctx.ns, ctx.name), job)
-
-    def _create_job(self, ctx: Pass, manifest: dict[str, Any], what: str) -> bool | None:
-        """Create one run's Job. True: it exists now (created or adopted); False: not now,
-        try again later; None: refused for good (a condition or event says why)."""
-        meta = manifest["metadata"]
-        try:
-            created = self.kube.create(manifest, "jobs")
-        except AlreadyExists:
-            try:
-                existing = self.kube.get("batch/v1", "jobs", ctx.ns, meta["name"])
-            except NotFound:
-                return False  # deleted in between; the next pass decides again
-            if cronjobs.controlled_by(existing, ctx.uid):
-                self._remember(ctx, existing)
-                return True  # made by an earlier pass: adopted, never a second run
-            ctx.problem = ctx.problem or SpecProblem(
-                CHILD_CONFLICT, f"Job {meta['name']} exists and is not owned by this "
-                "BackgroundJob; it is left untouched")
-            return None
-        except Invalid as exc:
-            ctx.problem = ctx.problem or SpecProblem(INVALID_SPEC,
-                                                     f"spec.template: {exc.message}")
-            return None
-        except KubeError as exc:
-            # Quota, RBAC, admission webhooks, an overloaded API server: this run only; the
-            # rest of the pass goes on, and the run is tried again a little later.
-            message = f"{what}: Job {meta['name']} was refused ({exc.status}): {exc.message}"
-            ctx.run_problem = SpecProblem(FAILED_CREATE, message)
-            ctx.event(WARNING, FAILED_CREATE, message)
-            ctx.wake_in(CREATE_RETRY_SECONDS)
-            return False
-        self._remember(ctx, created)
-        return True
 
     def _write(self, ctx: Pass) -> bool:
         """The one status write, with the resourceVersion it was computed from, so a stale
@@ -674,31 +279,6 @@ class Reconciler:
             self.kube.event(ctx.bj, type_, reason, message)
         return True
 
-    def _release(self, ctx: Pass, jobs: list[dict[str, Any]]) -> None:
-        """Remove our finalizer (only after the count is written); guarded by the Job's
-        resourceVersion so no one else's finalizer change is lost."""
-        for job in jobs:
-            meta = job["metadata"]
-            try:
-                patched = self.kube.patch("batch/v1", "jobs", meta.get("namespace", ctx.ns),
-                                          meta["name"], {"metadata": {
-                                              "resourceVersion": meta.get("resourceVersion"),
-                                              "finalizers": accounting.without_finalizer(job)}})
-            except NotFound:
-                continue
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
-                ctx.wake_in(CONFLICT_RETRY_SECONDS)
-                continue
-            if meta["name"] in ctx.jobs:
-                self._remember(ctx, patched)
-
-    def _delete_job(self, ctx: Pass, job_name: str) -> None:
-        self.kube.delete("batch/v1", "jobs", ctx.ns, job_name)
-        self.expect.deleted_job((ctx.ns, ctx.name), job_name)
-        ctx.jobs.pop(job_name, None)
-
     def _step_prune(self, ctx: Pass) -> None:
         """Finished operator-made Jobs beyond the history limits (the CronJob prunes its own);
         they were counted, so deleting them loses nothing."""
@@ -708,7 +288,7 @@ class Reconciler:
                 if cronjobs.controlled_by(j, ctx.uid) and not accounting.deleting(j)]
         for job_name in st.prune(ours, ctx.spec.history.successful_jobs,
                                  ctx.spec.history.failed_jobs):
-            self._delete_job(ctx, job_name)
+            self.fx.delete_job(ctx, job_name)
 
 
 def _migrate(old: BackgroundJobStatus, annotations: dict[str, str]) -> BackgroundJobStatus:
@@ -726,9 +306,3 @@ def _migrate(old: BackgroundJobStatus, annotations: dict[str, str]) -> Backgroun
         update["pending_retries"] = [old.retry]
     return old.model_copy(update=update) if update else old
 
-
-def _retry_root(job: dict[str, Any] | None) -> str | None:
-    """The first attempt of a retry Job (pending retries written before the second wave
-    carry only the failed Job's name)."""
-    ann = ((job or {}).get("metadata") or {}).get("annotations") or {}
-    return ann.get(ANN_RETRY_OF)

@@ -1,0 +1,148 @@
+"""The apply layer of a pass: every child write a step decides on goes through here.
+
+The steps decide (what to start, admit, cancel, release); these methods make the one API call
+each decision needs and fold the answer back into the pass, so the next step sees it (a run
+just started holds a slot) and the expectations remember it until the watch shows it. Errors
+are translated once, here, into what the steps understand: True (done), False (not now), None
+(refused for good), with the condition or event that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bgjob import accounting, cronjobs, manifests
+from bgjob import status as st
+from bgjob.expectations import Expectations
+from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
+from bgjob.passctx import Pass, SpecProblem
+from bgjob.vocab import ANN_ADMITTED, CHILD_CONFLICT, FAILED_CREATE, INVALID_SPEC, WARNING
+
+log = logging.getLogger("bgjob.effects")
+
+CONFLICT_RETRY_SECONDS = 1.0
+CREATE_RETRY_SECONDS = 10.0       # a refused or failed create is tried again this much later
+
+
+class Effects:
+    def __init__(self, kube: Kube, expect: Expectations) -> None:
+        self.kube = kube
+        self.expect = expect
+
+    def remember(self, ctx: Pass, job: dict[str, Any]) -> None:
+        ctx.jobs[job["metadata"]["name"]] = job
+        self.expect.wrote_job((ctx.ns, ctx.name), job)
+
+    def create_job(self, ctx: Pass, manifest: dict[str, Any], what: str) -> bool | None:
+        """Create one run's Job. True: it exists now (created or adopted); False: not now,
+        try again later; None: refused for good (a condition or event says why)."""
+        meta = manifest["metadata"]
+        try:
+            created = self.kube.create(manifest, "jobs")
+        except AlreadyExists:
+            try:
+                existing = self.kube.get("batch/v1", "jobs", ctx.ns, meta["name"])
+            except NotFound:
+                return False  # deleted in between; the next pass decides again
+            if cronjobs.controlled_by(existing, ctx.uid):
+                self.remember(ctx, existing)
+                return True  # made by an earlier pass: adopted, never a second run
+            ctx.problem = ctx.problem or SpecProblem(
+                CHILD_CONFLICT, f"Job {meta['name']} exists and is not owned by this "
+                "BackgroundJob; it is left untouched")
+            return None
+        except Invalid as exc:
+            ctx.problem = ctx.problem or SpecProblem(INVALID_SPEC,
+                                                     f"spec.template: {exc.message}")
+            return None
+        except KubeError as exc:
+            # Quota, RBAC, admission webhooks, an overloaded API server: this run only; the
+            # rest of the pass goes on, and the run is tried again a little later.
+            message = f"{what}: Job {meta['name']} was refused ({exc.status}): {exc.message}"
+            ctx.run_problem = SpecProblem(FAILED_CREATE, message)
+            ctx.event(WARNING, FAILED_CREATE, message)
+            ctx.wake_in(CREATE_RETRY_SECONDS)
+            return False
+        self.remember(ctx, created)
+        return True
+
+    def cancel(self, ctx: Pass, jobs: list[dict[str, Any]], token: str) -> list[str]:
+        """Stop runs and keep their records: a 1 s deadline makes the Job controller end
+        them as failed; the annotation makes the record say Cancelled and stops retries."""
+        stopped = []
+        for job in jobs:
+            job_name = job["metadata"]["name"]
+            try:
+                patched = self.kube.patch("batch/v1", "jobs", ctx.ns, job_name, {
+                    "metadata": {"annotations": {st.ANN_CANCELLED: token}},
+                    "spec": {"activeDeadlineSeconds": 1},
+                })
+            except NotFound:
+                continue
+            self.remember(ctx, patched)
+            stopped.append(job_name)
+        return stopped
+
+    def admit(self, ctx: Pass, job: dict[str, Any]) -> None:
+        meta = job["metadata"]
+        try:
+            patched = self.kube.patch("batch/v1", "jobs", ctx.ns, meta["name"], {
+                "metadata": {"resourceVersion": meta.get("resourceVersion"),
+                             "finalizers": accounting.with_finalizer(job),
+                             "annotations": {ANN_ADMITTED: "true"}},
+                "spec": {"suspend": False},
+            })
+        except NotFound:
+            return
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            ctx.wake_in(CONFLICT_RETRY_SECONDS)  # changed under us: look again
+            return
+        self.remember(ctx, patched)
+
+    def release(self, ctx: Pass, jobs: list[dict[str, Any]]) -> None:
+        """Remove our finalizer (only after the count is written); guarded by the Job's
+        resourceVersion so no one else's finalizer change is lost."""
+        for job in jobs:
+            meta = job["metadata"]
+            try:
+                patched = self.kube.patch("batch/v1", "jobs", meta.get("namespace", ctx.ns),
+                                          meta["name"], {"metadata": {
+                                              "resourceVersion": meta.get("resourceVersion"),
+                                              "finalizers": accounting.without_finalizer(job)}})
+            except NotFound:
+                continue
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                ctx.wake_in(CONFLICT_RETRY_SECONDS)
+                continue
+            if meta["name"] in ctx.jobs:
+                self.remember(ctx, patched)
+
+    def delete_job(self, ctx: Pass, job_name: str) -> None:
+        self.kube.delete("batch/v1", "jobs", ctx.ns, job_name)
+        self.expect.deleted_job((ctx.ns, ctx.name), job_name)
+        ctx.jobs.pop(job_name, None)
+
+    def learn_exit_codes(self, ctx: Pass) -> None:
+        """A failed Job's conditions rarely carry the exit code; its pod does. One read per
+        Job about to be counted; the run record keeps the code after that."""
+        for job in accounting.to_count(ctx.jobs.values(), ctx.old.accounted):
+            job_name = job["metadata"]["name"]
+            if not st.needs_exit_code(job):
+                continue
+            try:
+                pods = self.kube.list("v1", "pods", ctx.ns,
+                                      f"{manifests.JOB_NAME_LABEL}={job_name}")
+            except KubeError as exc:
+                log.debug("%s/%s: cannot read pods of %s: %s", ctx.ns, ctx.name, job_name, exc)
+                continue
+            code = st.exit_code_of(pods)
+            if code is not None:
+                meta = dict(job["metadata"])
+                meta["annotations"] = {**(meta.get("annotations") or {}),
+                                       st.ANN_EXIT_CODE: str(code)}
+                ctx.jobs[job_name] = {**job, "metadata": meta}
