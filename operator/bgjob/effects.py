@@ -16,7 +16,7 @@ from bgjob import accounting, cronjobs, manifests
 from bgjob import status as st
 from bgjob.expectations import Expectations
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
-from bgjob.passctx import Pass, SpecProblem
+from bgjob.passctx import CancelRuns, CreateJob, Pass, SpecProblem
 from bgjob.vocab import ANN_ADMITTED, CHILD_CONFLICT, FAILED_CREATE, INVALID_SPEC, WARNING
 
 log = logging.getLogger("bgjob.effects")
@@ -29,6 +29,22 @@ class Effects:
     def __init__(self, kube: Kube, expect: Expectations) -> None:
         self.kube = kube
         self.expect = expect
+
+    def apply(self, ctx: Pass) -> None:
+        """Make the decisions of the last step real, in order; where the API says no, the
+        pass's guess is taken back (and the step's ``undo`` runs)."""
+        actions, ctx.actions = ctx.actions, []
+        for action in actions:
+            if isinstance(action, CreateJob):
+                name = action.manifest["metadata"]["name"]
+                if self.create_job(ctx, action.manifest, action.what) is not True:
+                    ctx.jobs.pop(name, None)
+                    if action.undo is not None:
+                        action.undo(ctx)
+            elif isinstance(action, CancelRuns):
+                self.cancel(ctx, action.jobs, action.token)
+            elif not self.admit(ctx, action.name) and action.before is not None:
+                ctx.jobs[action.name] = action.before
 
     def remember(self, ctx: Pass, job: dict[str, Any]) -> None:
         ctx.jobs[job["metadata"]["name"]] = job
@@ -67,12 +83,10 @@ class Effects:
         self.remember(ctx, created)
         return True
 
-    def cancel(self, ctx: Pass, jobs: list[dict[str, Any]], token: str) -> list[str]:
+    def cancel(self, ctx: Pass, names: list[str], token: str) -> None:
         """Stop runs and keep their records: a 1 s deadline makes the Job controller end
         them as failed; the annotation makes the record say Cancelled and stops retries."""
-        stopped = []
-        for job in jobs:
-            job_name = job["metadata"]["name"]
+        for job_name in names:
             try:
                 patched = self.kube.patch("batch/v1", "jobs", ctx.ns, job_name, {
                     "metadata": {"annotations": {st.ANN_CANCELLED: token}},
@@ -81,26 +95,27 @@ class Effects:
             except NotFound:
                 continue
             self.remember(ctx, patched)
-            stopped.append(job_name)
-        return stopped
 
-    def admit(self, ctx: Pass, job: dict[str, Any]) -> None:
+    def admit(self, ctx: Pass, name: str) -> bool:
+        """Unsuspend and hold with our finalizer, guarded by the resourceVersion we saw."""
+        job = ctx.jobs[name]
         meta = job["metadata"]
         try:
-            patched = self.kube.patch("batch/v1", "jobs", ctx.ns, meta["name"], {
+            patched = self.kube.patch("batch/v1", "jobs", ctx.ns, name, {
                 "metadata": {"resourceVersion": meta.get("resourceVersion"),
                              "finalizers": accounting.with_finalizer(job),
                              "annotations": {ANN_ADMITTED: "true"}},
                 "spec": {"suspend": False},
             })
         except NotFound:
-            return
+            return False
         except KubeError as exc:
             if exc.status != 409:
                 raise
             ctx.wake_in(CONFLICT_RETRY_SECONDS)  # changed under us: look again
-            return
+            return False
         self.remember(ctx, patched)
+        return True
 
     def release(self, ctx: Pass, jobs: list[dict[str, Any]]) -> None:
         """Remove our finalizer (only after the count is written); guarded by the Job's

@@ -10,7 +10,6 @@ from typing import Any
 from bgjob import retry
 from bgjob import status as st
 from bgjob.api import PendingRetry, Retry
-from bgjob.effects import Effects
 from bgjob.passctx import Pass
 from bgjob.vocab import (
     ANN_PARAMETERS,
@@ -28,8 +27,7 @@ from bgjob.vocab import (
 )
 
 
-def step_account(ctx: Pass, fx: Effects) -> None:
-    fx.learn_exit_codes(ctx)
+def step_account(ctx: Pass) -> None:
     records = ctx.spec.history.run_records if ctx.spec else max(len(ctx.old.runs), 1)
     policy = ctx.retry_policy
     ctx.new, fresh = st.fold_runs(ctx.new, ctx.jobs.values(), records,

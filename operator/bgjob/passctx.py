@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +14,7 @@ from bgjob import accounting
 from bgjob import status as st
 from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, PendingRetry, Retry, Schedule
 from bgjob.schedule import Compiled
+from bgjob.vocab import ANN_ADMITTED
 
 
 @dataclass
@@ -46,6 +49,33 @@ def validation_message(exc: ValidationError) -> str:
 
 
 @dataclass
+class CreateJob:
+    """Create one run's Job. ``undo`` puts back what the step recorded if the Job could not
+    be created now (a pending retry stays pending, a scheduled time stays unmet)."""
+
+    manifest: dict[str, Any]
+    what: str
+    undo: Callable[[Pass], None] | None = None
+
+
+@dataclass
+class CancelRuns:
+    jobs: list[str]
+    token: str
+
+
+@dataclass
+class AdmitJob:
+    """Let a Job run: unsuspend it and give it the accounting finalizer (one patch)."""
+
+    name: str
+    before: dict[str, Any] | None = None  # the Job as seen, put back if the patch fails
+
+
+Action = CreateJob | CancelRuns | AdmitJob
+
+
+@dataclass
 class Pass:
     bj: dict[str, Any]
     now: datetime
@@ -74,6 +104,7 @@ class Pass:
     auto_suspended: bool = False
     missed_through: datetime | None = None
     to_delete: list[str] = field(default_factory=list)  # waiting Jobs missed: after the write
+    actions: list[Action] = field(default_factory=list)  # decided, not yet applied
 
     def __post_init__(self) -> None:
         if self.old.schedule is not None:
@@ -108,6 +139,26 @@ class Pass:
         ordered = sorted(pending, key=lambda p: (p.next_retry_time, p.job))
         self.new = self.new.model_copy(update={"pending_retries": ordered,
                                                "retry": ordered[0] if ordered else None})
+
+    def plan(self, action: Action) -> None:
+        """Record a decision, and its effect on what the next decisions see (a run about to
+        start holds a slot, a run being cancelled frees one). ``Effects.apply`` then makes it
+        real and lays the API's answer over this guess."""
+        self.actions.append(action)
+        if isinstance(action, CreateJob):
+            job = copy.deepcopy(action.manifest)
+            self.jobs[job["metadata"]["name"]] = job
+        elif isinstance(action, CancelRuns):
+            for name in action.jobs:
+                job = copy.deepcopy(self.jobs[name])
+                job["metadata"].setdefault("annotations", {})[st.ANN_CANCELLED] = action.token
+                self.jobs[name] = job
+        else:
+            action.before = self.jobs[action.name]
+            job = copy.deepcopy(action.before)
+            job["metadata"].setdefault("annotations", {})[ANN_ADMITTED] = "true"
+            job.setdefault("spec", {})["suspend"] = False
+            self.jobs[action.name] = job
 
     def handled_run_now(self, token: str) -> None:
         self.new = self.new.model_copy(update={"last_handled_run_now": token})

@@ -88,7 +88,8 @@ class Reconciler:
         ctx = self._begin(obs)
         if ctx.bj["metadata"].get("deletionTimestamp"):
             ### 0: Being deleted: let every Job go, counted or not (nothing may get stuck).
-            self.fx.release(ctx, [j for j in obs.jobs if accounting.has_finalizer(j)])
+            self.fx.release(ctx, [j for j in [*ctx.jobs.values(), *ctx.orphans]
+                                  if accounting.has_finalizer(j)])
             return ctx.out
 
         ### 1: Load the spec; what the schema could not reject becomes InvalidSpec.
@@ -99,25 +100,31 @@ class Reconciler:
 
         ### 3: Count every Job that ended, exactly once; judge each ended attempt (retry it or
         ###    end the run); autoSuspend.
-        judging.step_account(ctx, self.fx)
+        self.fx.learn_exit_codes(ctx)
+        judging.step_account(ctx)
 
         ### 4: Bring the CronJob in line, reverting drift (only with a valid spec).
         self._step_cronjob(ctx, obs)
 
         ### 5: A new cancel token stops every active run and drops pending retries.
-        runs.step_cancel(ctx, self.fx)
+        runs.step_cancel(ctx)
+        self.fx.apply(ctx)
 
         ### 6: Admit the Jobs the CronJob made suspended, under the concurrency policy.
-        runs.step_admit(ctx, self.fx)
+        runs.step_admit(ctx)
+        self.fx.apply(ctx)
 
         ### 7: A new run-now token starts one manual run (suspended or not).
-        runs.step_run_now(ctx, self.fx)
+        runs.step_run_now(ctx)
+        self.fx.apply(ctx)
 
         ### 8: Pending retries whose time has come start, under the concurrency policy.
-        runs.step_retries(ctx, self.fx)
+        runs.step_retries(ctx)
+        self.fx.apply(ctx)
 
         ### 9: Scheduled runs: start the due one (Operator mode); judge missed/overdue.
-        runs.step_schedule(ctx, self.fx)
+        runs.step_schedule(ctx)
+        self.fx.apply(ctx)
 
         ### 10: Schedule description, conditions, observedGeneration.
         ctx.new = schedule_status(ctx)

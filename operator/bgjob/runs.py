@@ -1,11 +1,13 @@
 """Steps 5 to 9 of a pass: every way a run starts — cancel, admission of the CronJob's Jobs,
 run-now, due retries, operator-timed schedules — decided under one concurrency policy, so
-``Forbid`` holds across all of them. Writes go through ``Effects``."""
+``Forbid`` holds across all of them. No I/O here: each step records its decisions in the pass
+as actions (``Pass.plan``), and the reconciler has ``Effects.apply`` make them real."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,8 +15,7 @@ from bgjob import accounting, api, manifests, schedule, timing, triggers
 from bgjob import status as st
 from bgjob.api import ConcurrencyPolicy, PendingRetry
 from bgjob.cronjobs import controlled_by
-from bgjob.effects import Effects
-from bgjob.passctx import Pass, SpecProblem
+from bgjob.passctx import AdmitJob, CancelRuns, CreateJob, Pass, SpecProblem
 from bgjob.triggers import Action
 from bgjob.vocab import (
     ANN_PARAMETERS,
@@ -31,18 +32,24 @@ from bgjob.vocab import (
 log = logging.getLogger("bgjob.runs")
 
 
-def step_cancel(ctx: Pass, fx: Effects) -> None:
+def _names(jobs: list[dict[str, Any]]) -> list[str]:
+    return [j["metadata"]["name"] for j in jobs]
+
+
+def step_cancel(ctx: Pass) -> None:
     token = triggers.pending_cancel(ctx.annotations, ctx.old.last_handled_cancel)
     if token is None:
         return
-    stopped = fx.cancel(ctx, ctx.active_jobs(), token)
+    stopped = _names(ctx.active_jobs())
+    if stopped:
+        ctx.plan(CancelRuns(stopped, token))
     ctx.new = ctx.new.model_copy(update={"last_handled_cancel": token})
     ctx.set_retries([])
     ctx.event(NORMAL, EV_RUN_CANCELLED, f"Cancelled {len(stopped)} active run(s)"
               + (f": {', '.join(stopped)}" if stopped else " (none was active)"))
 
 
-def step_admit(ctx: Pass, fx: Effects) -> None:
+def step_admit(ctx: Pass) -> None:
     """The CronJob's Jobs come suspended; each is admitted, left waiting, or missed, by
     the same rules as every other run. Jobs of an older operator get the finalizer."""
     spec = ctx.spec
@@ -50,7 +57,7 @@ def step_admit(ctx: Pass, fx: Effects) -> None:
     for job in ctx.jobs.values():
         if (not accounting.has_finalizer(job) and not accounting.awaiting_admission(job)
                 and not accounting.finished(job) and not accounting.deleting(job)):
-            fx.admit(ctx, job)  # adopt a running Job of an older version
+            ctx.plan(AdmitJob(job["metadata"]["name"]))  # a running Job of an older version
     if not waiting or spec is None or not ctx.template_ok:
         return
     deadline = ctx.schedule.starting_deadline_seconds if ctx.schedule else None
@@ -64,17 +71,17 @@ def step_admit(ctx: Pass, fx: Effects) -> None:
         CRONJOB_INSTANTIATE) == "manual"]
     scheduled = sorted((j for j in waiting if j not in manual), key=due)
     for job in scheduled[:-1]:  # superseded: only the most recent time is ever started
-        _miss(ctx, fx, job, "a newer scheduled run superseded it")
+        _miss(ctx, job, "a newer scheduled run superseded it")
     candidates = manual + scheduled[-1:]
     for job in candidates:
         is_manual = job in manual
         when = st.parse_time(due(job)) or ctx.now
         if not is_manual and ctx.suspended:
-            _miss(ctx, fx, job, "the schedule is suspended")
+            _miss(ctx, job, "the schedule is suspended")
             continue
         if not is_manual and deadline is not None and (ctx.now - when).total_seconds() > \
                 deadline:
-            _miss(ctx, fx, job, f"it could not start within {deadline}s")
+            _miss(ctx, job, f"it could not start within {deadline}s")
             continue
         active = ctx.active_jobs()
         policy = spec.concurrency_policy
@@ -83,11 +90,11 @@ def step_admit(ctx: Pass, fx: Effects) -> None:
                 ctx.wake_at(when + timedelta(seconds=deadline + 1))
             continue  # waits for the active run; its end brings us back
         if active and policy is ConcurrencyPolicy.REPLACE:
-            fx.cancel(ctx, active, f"replaced-by:{job['metadata']['name']}")
-        fx.admit(ctx, job)
+            ctx.plan(CancelRuns(_names(active), f"replaced-by:{job['metadata']['name']}"))
+        ctx.plan(AdmitJob(job["metadata"]["name"]))
 
 
-def _miss(ctx: Pass, fx: Effects, job: dict[str, Any], why: str) -> None:
+def _miss(ctx: Pass, job: dict[str, Any], why: str) -> None:
     """A waiting Job that will not run: counted missed now, deleted after the write."""
     uid = accounting.uid_of(job)
     if uid in ctx.new.accounted:
@@ -101,7 +108,7 @@ def _miss(ctx: Pass, fx: Effects, job: dict[str, Any], why: str) -> None:
               f"did not start: {why}")
 
 
-def step_run_now(ctx: Pass, fx: Effects) -> None:
+def step_run_now(ctx: Pass) -> None:
     try:
         params = triggers.parse_parameters(ctx.annotations.get(api.ANN_RUN_PARAMETERS))
     except triggers.TriggerError as exc:
@@ -135,16 +142,17 @@ def step_run_now(ctx: Pass, fx: Effects) -> None:
                   f"{api.ANN_RUN_FORCE}: \"true\" to run anyway")
         return
     if decision.action is Action.REPLACE:
-        fx.cancel(ctx, active, f"replaced-by:{job_name}")
+        ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
     manifest = manifests.job_manifest(
         ctx.bj, ctx.spec, job_name, "manual", params=params,
         extra_annotations={ANN_PARAMETERS: json.dumps(params, sort_keys=True)}
         if params else None)
-    if fx.create_job(ctx, manifest, f"manual run {decision.token!r}") is not None:
-        ctx.handled_run_now(decision.token)  # started, adopted or refused for good
+    # Answered once, whatever the API says: a refused run is an event, not a retry loop.
+    ctx.handled_run_now(decision.token)
+    ctx.plan(CreateJob(manifest, f"manual run {decision.token!r}"))
 
 
-def step_retries(ctx: Pass, fx: Effects) -> None:
+def step_retries(ctx: Pass) -> None:
     spec = ctx.spec
     if spec is None or not ctx.template_ok or not ctx.new.pending_retries:
         return
@@ -174,16 +182,23 @@ def step_retries(ctx: Pass, fx: Effects) -> None:
                 ctx.bj, spec, job_name, "retry", attempt=pending.attempt,
                 scheduled=st.parse_time(pending.scheduled_time),
                 params=pending.parameters, extra_annotations=extra)
-            if not fx.create_job(ctx, manifest, f"retry of {pending.job}"):
-                keep.append(pending)
-                continue
+            ctx.plan(CreateJob(manifest, f"retry of {pending.job}", _retry_undo(pending)))
         started += 1
     stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries + started})
     ctx.new = ctx.new.model_copy(update={"stats": stats})
     ctx.set_retries(keep)
 
 
-def step_schedule(ctx: Pass, fx: Effects) -> None:
+def _retry_undo(pending: PendingRetry) -> Callable[[Pass], None]:
+    """A retry whose Job could not be created stays pending (and is not counted started)."""
+    def undo(ctx: Pass) -> None:
+        stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries - 1})
+        ctx.new = ctx.new.model_copy(update={"stats": stats})
+        ctx.set_retries([*ctx.new.pending_retries, pending])
+    return undo
+
+
+def step_schedule(ctx: Pass) -> None:
     c, sched = ctx.compiled, ctx.schedule
     if c is None or sched is None or ctx.spec is None:
         return
@@ -200,7 +215,7 @@ def step_schedule(ctx: Pass, fx: Effects) -> None:
                        deadline_seconds=sched.starting_deadline_seconds,
                        suspended=ctx.suspended)
     started = plan.run is not None and ctx.template_ok and _start_scheduled(
-        ctx, fx, plan.run)
+        ctx, plan.run)
     if plan.missed:
         stats = ctx.new.stats.model_copy(
             update={"missed": ctx.new.stats.missed + len(plan.missed)})
@@ -221,10 +236,11 @@ def step_schedule(ctx: Pass, fx: Effects) -> None:
             ctx.wake_at(plan.run + timedelta(seconds=grace + 1))
 
 
-def _start_scheduled(ctx: Pass, fx: Effects, due: datetime) -> bool:
+def _start_scheduled(ctx: Pass, due: datetime) -> bool:
     """Start the Operator-timed run for ``due`` under the concurrency policy."""
     assert ctx.spec is not None
     job_name = manifests.scheduled_job_name(ctx.name, due)
+    before = ctx.new.last_schedule_time
     if job_name not in ctx.jobs:
         active = ctx.active_jobs()
         policy = ctx.spec.concurrency_policy
@@ -233,11 +249,14 @@ def _start_scheduled(ctx: Pass, fx: Effects, due: datetime) -> bool:
                      st.fmt(due), len(active))
             return False
         if active and policy is ConcurrencyPolicy.REPLACE:
-            fx.cancel(ctx, active, f"replaced-by:{job_name}")
+            ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
         manifest = manifests.job_manifest(ctx.bj, ctx.spec, job_name, "scheduled",
                                           scheduled=due)
-        if not fx.create_job(ctx, manifest, f"scheduled run due {st.fmt(due)}"):
-            return False
+
+        def undo(ctx: Pass) -> None:  # not created: the time stays unmet, tried again
+            ctx.new = ctx.new.model_copy(update={"last_schedule_time": before})
+
+        ctx.plan(CreateJob(manifest, f"scheduled run due {st.fmt(due)}", undo))
     ctx.new = ctx.new.model_copy(update={"last_schedule_time": st.fmt(due)})
     return True
 
