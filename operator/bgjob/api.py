@@ -41,7 +41,9 @@ ROOT_VALIDATIONS = [{
 }]
 
 HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-GO_DURATION = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
+# A Go duration (30m, 1h30m), optionally led by whole days (1d, 1d12h): the contract writes
+# "1d", which Go's parser (and so CEL's duration()) does not know.
+EVERY_DURATION = r"^([1-9][0-9]*d([0-9]+(\.[0-9]+)?(h|m|s))*|([0-9]+(\.[0-9]+)?(h|m|s))+)$"
 
 
 class Model(BaseModel):
@@ -90,7 +92,10 @@ class Schedule(Model):
                     "monthly, at",
                 },
                 {
-                    "rule": "!has(self.every) || duration(self.every) >= duration('1m')",
+                    # A value with days starts with at least 1d (the pattern says so), and CEL's
+                    # duration() cannot read it.
+                    "rule": "!has(self.every) || self.every.contains('d') || "
+                    "duration(self.every) >= duration('1m')",
                     "message": "schedule.every: must be at least 1m",
                     "fieldPath": ".every",
                 },
@@ -105,8 +110,9 @@ class Schedule(Model):
         "stable hash of namespace/name, to spread load.",
     )
     every: str | None = Field(
-        default=None, pattern=GO_DURATION,
-        description="every is an interval as a Go duration (30m, 2h, 90m), at least 1m. "
+        default=None, pattern=EVERY_DURATION,
+        description="every is an interval as a Go duration (30m, 2h, 90m), optionally led by "
+        "whole days (1d, 1d12h), at least 1m. "
         "Intervals that divide an hour or a day evenly become a native CronJob; others are "
         "timed by the operator.",
     )

@@ -72,7 +72,12 @@ def _value(text: str, f: Field) -> int:
 
 
 def _parse_field(text: str, f: Field) -> tuple[frozenset[int], bool]:
-    """Return the allowed values and whether the field was a bare ``*``/``?``."""
+    """Return the allowed values and whether robfig would set the field's "star" bit.
+
+    The star bit decides whether day-of-month and day-of-week combine with AND (either is a
+    star) or OR. robfig sets it for ``*`` and ``?`` and keeps it for a step of 1 (``*/1``),
+    dropping it only for a step above 1; so ``0 0 */1 * 1`` is Mondays, not every day.
+    """
     values: set[int] = set()
     star = False
     for part in text.split(","):
@@ -84,7 +89,7 @@ def _parse_field(text: str, f: Field) -> tuple[frozenset[int], bool]:
             step = int(step_text)
         if rng in ("*", "?"):
             lo, hi = f.lo, f.hi
-            star = star or not step_text
+            star = star or step == 1
         elif "-" in rng:
             a, _, b = rng.partition("-")
             lo, hi = _value(a, f), _value(b, f)

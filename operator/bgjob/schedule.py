@@ -26,7 +26,7 @@ NEXT_RUN_COUNT = 3
 _DOW = {d: i for i, d in enumerate([Weekday.SUNDAY, Weekday.MONDAY, Weekday.TUESDAY,
                                      Weekday.WEDNESDAY, Weekday.THURSDAY, Weekday.FRIDAY,
                                      Weekday.SATURDAY])}
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(d|h|m|s)")
 
 
 class Mode(StrEnum):
@@ -57,12 +57,13 @@ class Compiled:
 
 
 def parse_duration(text: str) -> timedelta:
-    """A Go-style duration (``1h30m``, ``90s``); the schema already checked the shape."""
+    """A Go-style duration (``1h30m``, ``90s``) plus whole days (``1d``), which the contract
+    writes and Go's parser lacks; the schema already checked the shape."""
     if not text or _DURATION_PART.sub("", text):
-        raise ValueError(f"{text!r} is not a duration like 30m or 1h30m")
+        raise ValueError(f"{text!r} is not a duration like 30m, 1h30m or 1d")
     seconds = 0.0
     for number, unit in _DURATION_PART.findall(text):
-        seconds += float(number) * {"h": 3600, "m": 60, "s": 1}[unit]
+        seconds += float(number) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[unit]
     return timedelta(seconds=seconds)
 
 
@@ -70,10 +71,23 @@ def stable_hash(namespace: str, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{namespace}/{name}".encode()).digest()[:8], "big")
 
 
+def _uses_hash(field: str) -> bool:
+    """Whether ``H`` is a token of the field (``H``, ``H/2``, ``1-H``), not a letter of a name.
+
+    Day and month names (THU, MAR) contain letters too, so a substring test would take
+    ``0 9 * * THU`` for a hash and refuse it, which the CronJob controller accepts.
+    """
+    for part in field.split(","):
+        rng = part.partition("/")[0]
+        if "H" in rng.split("-"):
+            return True
+    return False
+
+
 def resolve_hash(expr: str, namespace: str, name: str) -> str:
     """Replace ``H`` (and ``H/n``) in the minute and hour fields by stable values."""
     parts = expr.split()
-    if len(parts) != 5 or not any("H" in p for p in parts):
+    if len(parts) != 5 or not any(_uses_hash(p) for p in parts):
         return expr
     h = stable_hash(namespace, name)
     for idx, span in ((0, 60), (1, 24)):
@@ -85,7 +99,7 @@ def resolve_hash(expr: str, namespace: str, name: str) -> str:
             step = int(part[2:])
             parts[idx] = f"{seed % step}-{span - 1}/{step}"
     for idx in (2, 3, 4):
-        if "H" in parts[idx]:
+        if _uses_hash(parts[idx]):
             raise cronspec.CronError("H is allowed only in the minute and hour fields")
     return " ".join(parts)
 
