@@ -11,8 +11,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 GROUP = "bgjob.dev"
 VERSION = "v1alpha1"
@@ -141,6 +142,18 @@ class Schedule(Model):
 
 
 class Backoff(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{
+                # The API server fills in both fields' defaults before the rule runs.
+                "rule": "self.maxDelaySeconds >= self.initialDelaySeconds",
+                "message": "retry.backoff.maxDelaySeconds: must be at least "
+                "initialDelaySeconds",
+                "fieldPath": ".maxDelaySeconds",
+            }]
+        }
+    )
+
     initial_delay_seconds: int = Field(
         default=60, ge=0, description="initialDelaySeconds is the delay before the first retry."
     )
@@ -155,6 +168,19 @@ class Backoff(Model):
         default=0.1, ge=0.0, le=1.0,
         description="jitter spreads each delay by up to this fraction, up or down.",
     )
+
+    @model_validator(mode="after")
+    def _max_covers_initial(self) -> Backoff:
+        """The same rule as the CEL one, for objects that reach us without the API server's
+        check (an older CRD still installed, or the kubectl plugin's offline checks)."""
+        if self.max_delay_seconds < self.initial_delay_seconds:
+            # A custom error keeps pydantic's "Value error, " prefix out of the condition;
+            # the error's location (retry.backoff) and this text name the field.
+            raise PydanticCustomError(
+                "max_below_initial",
+                "maxDelaySeconds ({max}) must be at least initialDelaySeconds ({initial})",
+                {"max": self.max_delay_seconds, "initial": self.initial_delay_seconds})
+        return self
 
 
 class Retry(Model):
