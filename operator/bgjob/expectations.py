@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -83,7 +84,7 @@ class Expectation:
         return bool(_meta(seen).get("deletionTimestamp"))
 
 
-class Expectations:
+class OwnerExpectations:
     """Per owner key, the children written or deleted and not yet seen by the informer.
 
     One instance per child kind (Jobs, CronJobs, or the owner objects themselves), because
@@ -184,3 +185,53 @@ class Expectations:
     def __len__(self) -> int:
         with self._lock:
             return sum(len(g) for g in self._by_owner.values())
+
+
+class Expectations:
+    """The reconciler's view: Jobs (many per BackgroundJob) and the one CronJob, each kind in
+    its own ``OwnerExpectations``, on the reconciler's datetime clock.
+
+    ``seen_through`` (``Informer.seen_through`` or ``Informer.snapshot``) is optional
+    everywhere; without it a write whose object vanished unseen ends by the TTL.
+    """
+
+    def __init__(self, clock: Callable[[], datetime],
+                 ttl: timedelta = timedelta(seconds=EXPECTATIONS_TTL)) -> None:
+        def seconds() -> float:
+            return clock().timestamp()
+
+        self._jobs = OwnerExpectations(ttl.total_seconds(), seconds)
+        self._cronjobs = OwnerExpectations(ttl.total_seconds(), seconds)
+
+    def wrote_job(self, key: Hashable, job: Mapping[str, Any]) -> None:
+        self._jobs.expect_write(key, job)
+
+    def deleted_job(self, key: Hashable, name: str, uid: str = "") -> None:
+        self._jobs.expect_delete(key, name, uid)
+
+    def jobs(self, key: Hashable, seen: Iterable[Obj], seen_through: int = 0) -> list[Obj]:
+        """The informer's Jobs with our writes laid over and our deletions taken out."""
+        return list(self._jobs.view(key, seen, seen_through).values())
+
+    def wrote_cronjob(self, key: Hashable, cronjob: Mapping[str, Any] | None) -> None:
+        """After creating or updating the CronJob; None after deleting it (nothing to wait
+        for: the mode switched and the pass no longer reads it)."""
+        self._cronjobs.forget(key)
+        if cronjob is not None:
+            self._cronjobs.expect_write(key, cronjob)
+
+    def cronjob(self, key: Hashable, seen: Obj | None, seen_through: int = 0) -> Obj | None:
+        """Our CronJob write while the informer has not shown it, else the informer's."""
+        ours = [e.name for e in self._cronjobs.pending(key)]
+        view = self._cronjobs.view(key, [seen] if seen is not None else [], seen_through)
+        for name in ours:
+            if name in view:
+                return view[name]
+        return seen
+
+    def forget(self, key: Hashable) -> None:
+        self._jobs.forget(key)
+        self._cronjobs.forget(key)
+
+    def __len__(self) -> int:
+        return len(self._jobs) + len(self._cronjobs)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from bgjob.expectations import EXPECTATIONS_TTL, Expectations, Op, resource_version
+from bgjob.expectations import (
+    EXPECTATIONS_TTL,
+    Expectations,
+    Op,
+    OwnerExpectations,
+    resource_version,
+)
 
 OWNER = ("ns", "nightly")
 
@@ -87,7 +94,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_view(case: Case) -> None:
     clock = Clock()
-    exp = Expectations(clock=clock)
+    exp = OwnerExpectations(clock=clock)
     for obj in case.writes:
         exp.expect_write(OWNER, obj)
     for name, uid in case.deletes:
@@ -101,7 +108,7 @@ def test_view(case: Case) -> None:
 
 def test_the_same_view_twice_acts_once() -> None:
     """A fast second pass: the create is remembered until the watch delivers it, then gone."""
-    exp = Expectations(clock=Clock())
+    exp = OwnerExpectations(clock=Clock())
     exp.expect_write(OWNER, job("run-1", 30))
     assert "run-1" in exp.view(OWNER, [])
     assert "run-1" in exp.view(OWNER, [])            # still in flight: never create it again
@@ -112,7 +119,7 @@ def test_the_same_view_twice_acts_once() -> None:
 
 def test_expiry_is_counted() -> None:
     clock = Clock()
-    exp = Expectations(ttl=10, clock=clock)
+    exp = OwnerExpectations(ttl=10, clock=clock)
     exp.expect_write(OWNER, job("a", 1))
     exp.expect_delete(OWNER, "b")
     clock.now += 11
@@ -122,14 +129,14 @@ def test_expiry_is_counted() -> None:
 
 
 def test_owners_and_the_mapping_form_are_separate() -> None:
-    exp = Expectations(clock=Clock())
+    exp = OwnerExpectations(clock=Clock())
     exp.expect_write(("ns", "x"), job("a", 4))
     assert exp.view(("ns", "y"), {"a": job("a", 1)}) == {"a": job("a", 1)}
     assert rvs(exp.view(("ns", "x"), {"a": job("a", 1)})) == {"a": 4}
 
 
 def test_a_deleted_event_ends_a_write_at_once() -> None:
-    exp = Expectations(clock=Clock())
+    exp = OwnerExpectations(clock=Clock())
     exp.expect_write(OWNER, job("a", 10, uid="u1"))
     exp.observed_deleted(OWNER, "a", uid="other")    # another object's event: no effect
     assert "a" in exp.view(OWNER, [])
@@ -139,7 +146,7 @@ def test_a_deleted_event_ends_a_write_at_once() -> None:
 
 
 def test_forget_drops_an_owner() -> None:
-    exp = Expectations(clock=Clock())
+    exp = OwnerExpectations(clock=Clock())
     exp.expect_write(OWNER, job("a", 1))
     exp.expect_delete(OWNER, "b")
     exp.forget(OWNER)
@@ -148,7 +155,7 @@ def test_forget_drops_an_owner() -> None:
 
 def test_pending_lists_what_is_in_flight_oldest_first() -> None:
     clock = Clock()
-    exp = Expectations(clock=clock)
+    exp = OwnerExpectations(clock=clock)
     exp.expect_write(OWNER, job("a", 1))
     clock.now += 1
     exp.expect_delete(OWNER, "b", uid="uid-b", resource_version=7)
@@ -157,7 +164,7 @@ def test_pending_lists_what_is_in_flight_oldest_first() -> None:
 
 
 def test_what_we_wrote_is_a_copy() -> None:
-    exp = Expectations(clock=Clock())
+    exp = OwnerExpectations(clock=Clock())
     obj = job("a", 3)
     exp.expect_write(OWNER, obj)
     obj["metadata"] = {"name": "changed"}
@@ -171,7 +178,7 @@ def test_resource_version(rv: str | None, value: int) -> None:
 
 
 def test_passes_in_threads_do_not_corrupt_it() -> None:
-    exp = Expectations(clock=Clock())
+    exp = OwnerExpectations(clock=Clock())
 
     def work(i: int) -> None:
         owner = ("ns", f"o{i % 4}")
@@ -185,3 +192,53 @@ def test_passes_in_threads_do_not_corrupt_it() -> None:
     for t in threads:
         t.join()
     assert len(exp) == 0
+
+
+class DateClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def names(jobs: list[dict[str, Any]]) -> dict[str, int]:
+    return {j["metadata"]["name"]: resource_version(j) for j in jobs}
+
+
+def test_the_reconcilers_view_of_jobs() -> None:
+    clock = DateClock()
+    exp = Expectations(clock)
+    exp.wrote_job(OWNER, job("run-1", 10))
+    exp.deleted_job(OWNER, "old-1")
+    seen = [job("old-1", 3), job("other", 4)]
+    assert names(exp.jobs(OWNER, seen)) == {"other": 4, "run-1": 10}
+    assert names(exp.jobs(OWNER, [job("other", 4)], seen_through=11)) == {"other": 4}
+    assert len(exp) == 0
+
+
+def test_the_reconcilers_jobs_expire_on_its_own_clock() -> None:
+    clock = DateClock()
+    exp = Expectations(clock, ttl=timedelta(minutes=5))
+    exp.wrote_job(OWNER, job("run-1", 10))
+    clock.now += timedelta(minutes=4)
+    assert names(exp.jobs(OWNER, [])) == {"run-1": 10}
+    clock.now += timedelta(minutes=2)
+    assert exp.jobs(OWNER, []) == []
+
+
+def test_the_reconcilers_view_of_its_cronjob() -> None:
+    clock = DateClock()
+    exp = Expectations(clock)
+    assert exp.cronjob(OWNER, None) is None
+    exp.wrote_cronjob(OWNER, job("nightly", 20))
+    assert resource_version(exp.cronjob(OWNER, job("nightly", 19))) == 20   # watch behind
+    assert resource_version(exp.cronjob(OWNER, None)) == 20
+    assert resource_version(exp.cronjob(OWNER, job("nightly", 21))) == 21  # caught up
+    assert resource_version(exp.cronjob(OWNER, job("nightly", 19))) == 19   # and forgotten
+    exp.wrote_cronjob(OWNER, job("nightly", 30))
+    exp.wrote_cronjob(OWNER, None)                                        # deleted: no wait
+    assert exp.cronjob(OWNER, None) is None
+    exp.wrote_cronjob(OWNER, job("nightly", 40))
+    exp.forget(OWNER)
+    assert exp.cronjob(OWNER, None) is None and len(exp) == 0
