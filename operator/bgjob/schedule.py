@@ -148,6 +148,45 @@ def describe_cron(expr: str) -> str:
         return expr
 
 
+def _compile_cron(cron: str, tz: str, namespace: str, name: str) -> Compiled:
+    try:
+        resolved = resolve_hash(cron.strip(), namespace, name)
+        validate_cron(resolved, tz)
+    except cronspec.CronError as exc:
+        raise ScheduleError("spec.schedule.cron", f"{cron!r}: {exc}") from None
+    text = cron.strip()
+    desc = describe_cron(cronspec.MACROS.get(resolved, resolved))
+    if resolved != text:
+        desc += f" ({text} hashed to {resolved})"
+    return Compiled("cron", Mode.CRONJOB, tz, desc, cron=resolved)
+
+
+def _compile_every(every: str, tz: str) -> Compiled:
+    try:
+        interval = parse_duration(every)
+    except ValueError as exc:
+        raise ScheduleError("spec.schedule.every", str(exc)) from None
+    if interval < timedelta(minutes=1):
+        raise ScheduleError("spec.schedule.every", f"{every!r} is below 1m")
+    cron = _cron_for_every(interval)
+    desc = f"Every {every}"
+    if cron is not None:
+        return Compiled("every", Mode.CRONJOB, tz, desc, cron=cron, interval=interval)
+    return Compiled("every", Mode.OPERATOR, tz, desc, interval=interval)
+
+
+def _compile_at(text: str, tz: str) -> Compiled:
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ScheduleError("spec.schedule.at", f"{text!r} is not an RFC 3339 time") from None
+    if at.tzinfo is None:
+        raise ScheduleError("spec.schedule.at", f"{text!r} needs a zone offset or Z")
+    at = at.astimezone(UTC)
+    return Compiled("at", Mode.OPERATOR, tz, f"Once, at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+                    at=at)
+
+
 def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
     """Decide how the schedule runs. Raises ScheduleError naming the offending field."""
     try:
@@ -158,28 +197,9 @@ def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
                             "Europe/Berlin)") from None
     tz = s.time_zone
     if s.cron is not None:
-        try:
-            resolved = resolve_hash(s.cron.strip(), namespace, name)
-            validate_cron(resolved, tz)
-        except cronspec.CronError as exc:
-            raise ScheduleError("spec.schedule.cron", f"{s.cron!r}: {exc}") from None
-        text = s.cron.strip()
-        desc = describe_cron(cronspec.MACROS.get(resolved, resolved))
-        if resolved != text:
-            desc += f" ({text} hashed to {resolved})"
-        return Compiled("cron", Mode.CRONJOB, tz, desc, cron=resolved)
+        return _compile_cron(s.cron, tz, namespace, name)
     if s.every is not None:
-        try:
-            interval = parse_duration(s.every)
-        except ValueError as exc:
-            raise ScheduleError("spec.schedule.every", str(exc)) from None
-        if interval < timedelta(minutes=1):
-            raise ScheduleError("spec.schedule.every", f"{s.every!r} is below 1m")
-        cron = _cron_for_every(interval)
-        desc = f"Every {s.every}"
-        if cron is not None:
-            return Compiled("every", Mode.CRONJOB, tz, desc, cron=cron, interval=interval)
-        return Compiled("every", Mode.OPERATOR, tz, desc, interval=interval)
+        return _compile_every(s.every, tz)
     if s.daily is not None:
         h, m = _hhmm(s.daily)
         return Compiled("daily", Mode.CRONJOB, tz, f"At {s.daily}, every day",
@@ -195,15 +215,7 @@ def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
                         f"At {s.monthly.time}, on day {s.monthly.day} of the month",
                         cron=f"{m} {h} {s.monthly.day} * *")
     if s.at is not None:
-        try:
-            at = datetime.fromisoformat(s.at.replace("Z", "+00:00"))
-        except ValueError:
-            raise ScheduleError("spec.schedule.at", f"{s.at!r} is not an RFC 3339 time") from None
-        if at.tzinfo is None:
-            raise ScheduleError("spec.schedule.at", f"{s.at!r} needs a zone offset or Z")
-        at = at.astimezone(UTC)
-        return Compiled("at", Mode.OPERATOR, tz, f"Once, at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
-                        at=at)
+        return _compile_at(s.at, tz)
     raise ScheduleError("spec.schedule", "set one of cron, every, daily, weekly, monthly, at")
 
 
