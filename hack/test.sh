@@ -7,6 +7,7 @@ bash hack/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff";  ruff check operator tests hack
 echo "== mypy";  mypy
+echo "== imports"; lint-imports
 echo "== crds";  python -m bgjob.crd --check
 echo "== pytest"
 pytest "$@"

@@ -30,11 +30,13 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -119,21 +121,64 @@ class Run:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+# A kubelet keeps trying to report a pod's status until the API server takes it or the pod is
+# gone; it never gives up on a connection error. So does the driver: without this, a pod whose
+# final patch fell into an API outage stayed Running forever and its Job never finished.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
+REQUEST_TIMEOUT_SECONDS = 15.0  # a hung connection during an outage is a failure, not a wait
+GIVE_UP = (404, 409, 422)       # gone, or a write that can never succeed as it is
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth retrying: connection and timeout errors, 429, and 5xx (pure, unit-tested)."""
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        return status == 0 or status == 429 or status >= 500
+    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)  # OSError: timeouts too
+
+
+def backoff_delays(first: float = RETRY_FIRST_SECONDS,
+                   cap: float = RETRY_MAX_SECONDS) -> Iterator[float]:
+    """0.5, 1, 2, 4, 8, 10, 10, … seconds: doubling, bounded."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)
+
+
 class Driver:
-    def __init__(self, api: client.CoreV1Api) -> None:
+    def __init__(self, api: client.CoreV1Api,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.api = api
+        self.sleep = sleep
         self.seen: set[str] = set()
         self.runs: dict[str, Run] = {}  # "ns/name" -> the pod's simulated run
         self.lock = threading.Lock()
 
+    def _retrying(self, what: str, call: Callable[[], object]) -> bool:
+        """Run ``call`` until it succeeds (True), or fails for good (False: the pod is gone,
+        or the API refuses the write), retrying transient errors with bounded backoff."""
+        delays = backoff_delays()
+        while True:
+            try:
+                call()
+                return True
+            except Exception as exc:
+                if isinstance(exc, ApiException) and exc.status in GIVE_UP:
+                    return False
+                if not transient(exc):
+                    log.warning("%s failed: %s", what, exc)
+                    return False
+                delay = next(delays)
+                log.info("%s: %s; retrying in %.1fs", what,
+                         exc.reason if isinstance(exc, ApiException) else exc, delay)
+                self.sleep(delay)
+
     def _patch(self, ns: str, name: str, status: dict[str, Any]) -> bool:
-        try:
-            self.api.patch_namespaced_pod_status(name, ns, {"status": status})
-            return True
-        except ApiException as exc:
-            if exc.status not in (404, 409, 422):
-                log.warning("patch %s/%s failed: %s", ns, name, exc.reason)
-            return False
+        return self._retrying(f"patch {ns}/{name} status", lambda: (
+            self.api.patch_namespaced_pod_status(
+                name, ns, {"status": status}, _request_timeout=REQUEST_TIMEOUT_SECONDS)))
 
     def register_node(self, port: int) -> None:
         """Create (or refresh) the Node the pods are bound to, pointing at our log server."""
@@ -209,12 +254,9 @@ class Driver:
                 "containerStatuses": _container_statuses(pod, {"terminated": {
                     "exitCode": 137, "reason": "Error", "startedAt": now, "finishedAt": now}}),
             })
-        try:
-            self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0,
-                                           _preload_content=False)
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("delete %s/%s failed: %s", ns, name, exc.reason)
+        self._retrying(f"delete {ns}/{name}", lambda: self.api.delete_namespaced_pod(
+            name, ns, grace_period_seconds=0, _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT_SECONDS))
 
     def handle(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]

@@ -4,6 +4,9 @@
 // controller's behaviour, DST changes included.
 //
 //	go run . < cases.json > ../../tests/unit/data/robfig_next.json
+//
+// The golden file is also valid input (its "next" fields are recomputed), so a new case is an
+// entry {"cron", "timeZone", "after"} appended to a copy of it, fed back through this command.
 package main
 
 import (

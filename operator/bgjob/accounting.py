@@ -17,6 +17,11 @@ from typing import Any
 from bgjob.vocab import ANN_ADMITTED, FINALIZER
 
 
+def controlled_by(obj: dict[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("controller") for r in refs)
+
+
 def uid_of(job: dict[str, Any]) -> str:
     return str((job.get("metadata") or {}).get("uid", ""))
 

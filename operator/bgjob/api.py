@@ -11,8 +11,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 GROUP = "bgjob.dev"
 VERSION = "v1alpha1"
@@ -41,7 +42,9 @@ ROOT_VALIDATIONS = [{
 }]
 
 HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-GO_DURATION = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
+# A Go duration (30m, 1h30m), optionally led by whole days (1d, 1d12h): the contract writes
+# "1d", which Go's parser (and so CEL's duration()) does not know.
+EVERY_DURATION = r"^([1-9][0-9]*d([0-9]+(\.[0-9]+)?(h|m|s))*|([0-9]+(\.[0-9]+)?(h|m|s))+)$"
 
 
 class Model(BaseModel):
@@ -90,7 +93,10 @@ class Schedule(Model):
                     "monthly, at",
                 },
                 {
-                    "rule": "!has(self.every) || duration(self.every) >= duration('1m')",
+                    # A value with days starts with at least 1d (the pattern says so), and CEL's
+                    # duration() cannot read it.
+                    "rule": "!has(self.every) || self.every.contains('d') || "
+                    "duration(self.every) >= duration('1m')",
                     "message": "schedule.every: must be at least 1m",
                     "fieldPath": ".every",
                 },
@@ -105,8 +111,9 @@ class Schedule(Model):
         "stable hash of namespace/name, to spread load.",
     )
     every: str | None = Field(
-        default=None, pattern=GO_DURATION,
-        description="every is an interval as a Go duration (30m, 2h, 90m), at least 1m. "
+        default=None, pattern=EVERY_DURATION,
+        description="every is an interval as a Go duration (30m, 2h, 90m), optionally led by "
+        "whole days (1d, 1d12h), at least 1m. "
         "Intervals that divide an hour or a day evenly become a native CronJob; others are "
         "timed by the operator.",
     )
@@ -135,6 +142,18 @@ class Schedule(Model):
 
 
 class Backoff(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{
+                # The API server fills in both fields' defaults before the rule runs.
+                "rule": "self.maxDelaySeconds >= self.initialDelaySeconds",
+                "message": "retry.backoff.maxDelaySeconds: must be at least "
+                "initialDelaySeconds",
+                "fieldPath": ".maxDelaySeconds",
+            }]
+        }
+    )
+
     initial_delay_seconds: int = Field(
         default=60, ge=0, description="initialDelaySeconds is the delay before the first retry."
     )
@@ -149,6 +168,19 @@ class Backoff(Model):
         default=0.1, ge=0.0, le=1.0,
         description="jitter spreads each delay by up to this fraction, up or down.",
     )
+
+    @model_validator(mode="after")
+    def _max_covers_initial(self) -> Backoff:
+        """The same rule as the CEL one, for objects that reach us without the API server's
+        check (an older CRD still installed, or the kubectl plugin's offline checks)."""
+        if self.max_delay_seconds < self.initial_delay_seconds:
+            # A custom error keeps pydantic's "Value error, " prefix out of the condition;
+            # the error's location (retry.backoff) and this text name the field.
+            raise PydanticCustomError(
+                "max_below_initial",
+                "maxDelaySeconds ({max}) must be at least initialDelaySeconds ({initial})",
+                {"max": self.max_delay_seconds, "initial": self.initial_delay_seconds})
+        return self
 
 
 class Retry(Model):

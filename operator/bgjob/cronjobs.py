@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bgjob import manifests
+from bgjob.accounting import controlled_by
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
 from bgjob.vocab import CHILD_CONFLICT, EV_SCHEDULED, INVALID_SPEC, NORMAL, WARNING
 
@@ -20,11 +21,6 @@ class ChildProblem(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-def controlled_by(obj: dict[str, Any], uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
 @dataclass

@@ -72,7 +72,12 @@ def _value(text: str, f: Field) -> int:
 
 
 def _parse_field(text: str, f: Field) -> tuple[frozenset[int], bool]:
-    """Return the allowed values and whether the field was a bare ``*``/``?``."""
+    """Return the allowed values and whether robfig would set the field's "star" bit.
+
+    The star bit decides whether day-of-month and day-of-week combine with AND (either is a
+    star) or OR. robfig sets it for ``*`` and ``?`` and keeps it for a step of 1 (``*/1``),
+    dropping it only for a step above 1; so ``0 0 */1 * 1`` is Mondays, not every day.
+    """
     values: set[int] = set()
     star = False
     for part in text.split(","):
@@ -84,7 +89,7 @@ def _parse_field(text: str, f: Field) -> tuple[frozenset[int], bool]:
             step = int(step_text)
         if rng in ("*", "?"):
             lo, hi = f.lo, f.hi
-            star = star or not step_text
+            star = star or step == 1
         elif "-" in rng:
             a, _, b = rng.partition("-")
             lo, hi = _value(a, f), _value(b, f)
@@ -152,7 +157,9 @@ def _day_matches(spec: CronSpec, t: datetime) -> bool:
     return dom_ok or dow_ok
 
 
-def next_after(spec: CronSpec, after: datetime, zone: ZoneInfo) -> datetime | None:
+# C901: one loop per field with wrap-arounds, kept in the shape of robfig's SpecSchedule.Next so
+# the two can be read side by side; the golden tables pin it, a split would only hide that.
+def next_after(spec: CronSpec, after: datetime, zone: ZoneInfo) -> datetime | None:  # noqa: C901
     """The first fire time strictly after ``after`` (robfig ``SpecSchedule.Next``), in UTC.
 
     Returns None when nothing fires within five years (the expression can never fire).

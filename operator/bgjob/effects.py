@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bgjob import accounting, cronjobs, manifests
+from bgjob import accounting, manifests
 from bgjob import status as st
 from bgjob.expectations import Expectations
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
@@ -61,7 +61,7 @@ class Effects:
                 existing = self.kube.get("batch/v1", "jobs", ctx.ns, meta["name"])
             except NotFound:
                 return False  # deleted in between; the next pass decides again
-            if cronjobs.controlled_by(existing, ctx.uid):
+            if accounting.controlled_by(existing, ctx.uid):
                 self.remember(ctx, existing)
                 return True  # made by an earlier pass: adopted, never a second run
             ctx.problem = ctx.problem or SpecProblem(

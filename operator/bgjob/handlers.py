@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +23,10 @@ from bgjob.informer import Informer, pack, unpack
 from bgjob.k8s import Kube, KubeError
 from bgjob.metrics import Metrics
 from bgjob.reconciler import Observed, Reconciler
+from bgjob.workqueue import MAX_ERROR_BACKOFF, WorkQueue
 
 log = logging.getLogger("bgjob.handlers")
 Key = tuple[str, str]
-MAX_ERROR_BACKOFF = 300.0
 # Passes run in threads because the API client blocks. Python's default pool is sized cpu+4,
 # and in a container cpu is the node's count, not the pod's limit: a fixed pool keeps the number
 # of passes in flight the same everywhere (below the client's 32 connections). On the 2-core
@@ -36,21 +35,21 @@ RECONCILE_THREADS = 16
 
 
 class Controller:
-    """Serialises reconciles per object, coalesces bursts, and owns the requeue timers."""
+    """The operator's glue: child informers, the newest BackgroundJob bodies, and the work
+    queue (``bgjob.workqueue``) that runs the reconciler's passes in a thread pool."""
 
     def __init__(self, kube: Kube, metrics: Metrics | None = None) -> None:
         self.kube = kube
         self.metrics = metrics
         self.reconciler = Reconciler(kube, metrics=metrics)
-        self.locks: dict[Key, asyncio.Lock] = {}
-        self.pending: set[Key] = set()
-        self.timers: dict[Key, asyncio.TimerHandle] = {}
-        self.failures: dict[Key, int] = {}
         self.bgjobs: dict[Key, bytes] = {}  # the newest body kopf delivered, packed
         self.informers: dict[str, list[Informer]] = {"jobs": [], "cronjobs": []}
         self.synced = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+        self.queue: WorkQueue[Key] = WorkQueue(
+            self._pass, gate=self.synced, max_backoff=MAX_ERROR_BACKOFF,
+            describe=lambda key: "/".join(key), what="reconcile")
 
     async def sync(self, namespaces: Sequence[str]) -> None:
         """Start the child informers and open the gate once every one has listed."""
@@ -112,60 +111,53 @@ class Controller:
             return None
         bj = unpack(packed)
         uid = bj["metadata"]["uid"]
-        jobs = [j for informer in self.informers["jobs"] for j in informer.get(key)]
-        cronjobs = [c for informer in self.informers["cronjobs"] for c in informer.get(key)]
+        jobs_through, jobs = self._snapshot("jobs", key)
+        cronjobs_through, cronjobs = self._snapshot("cronjobs", key)
         owned = [c for c in cronjobs if any(r.get("uid") == uid for r in
                                             c["metadata"].get("ownerReferences") or [])]
         chosen = owned or cronjobs
-        return Observed(bj=bj, jobs=jobs, cronjob=chosen[0] if chosen else None)
+        return Observed(bj=bj, jobs=jobs, cronjob=chosen[0] if chosen else None,
+                        jobs_seen_through=jobs_through, cronjobs_seen_through=cronjobs_through)
+
+    def _snapshot(self, kind: str, key: Key) -> tuple[int, list[dict[str, Any]]]:
+        """The children of ``key`` from every informer of ``kind``, with the lowest number
+        they all hold every event up to (a conservative ``seen_through``)."""
+        through: int | None = None
+        objs: list[dict[str, Any]] = []
+        for informer in self.informers[kind]:
+            seen, found = informer.snapshot(key)
+            through = seen if through is None else min(through, seen)
+            objs.extend(found)
+        return through or 0, objs
 
     async def reconcile(self, key: Key) -> None:
-        if key in self.pending:
-            return  # a pass is already queued and will see the newest state
-        self.pending.add(key)
-        await self.synced.wait()
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            self.pending.discard(key)
-            obs = self.observe(key)
-            if obs is None:
-                self.forget(key)
-                return
-            started = time.monotonic()
-            try:
-                outcome = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, self.reconciler.reconcile, obs)
-            except Exception:
-                self._count("error", started)
-                n = self.failures.get(key, 0) + 1
-                self.failures[key] = n
-                delay = min(MAX_ERROR_BACKOFF, 2.0 ** n) * random.uniform(0.8, 1.2)
-                log.exception("reconcile %s/%s failed; retrying in %.0fs", *key, delay)
-                self.requeue(key, delay)
-                return
-            self._count("success", started)
-            self.failures.pop(key, None)
-            if outcome.requeue_after is not None:
-                self.requeue(key, outcome.requeue_after)
+        await self.queue.add(key)
+
+    async def _pass(self, key: Key) -> float | None:
+        """One reconcile of ``key`` (the queue holds its lock): the requeue delay, or None."""
+        obs = self.observe(key)
+        if obs is None:
+            self.forget(key)
+            return None
+        started = time.monotonic()
+        try:
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                self.pool, self.reconciler.reconcile, obs)
+        except Exception:
+            self._count("error", started)
+            raise
+        self._count("success", started)
+        return outcome.requeue_after
 
     def _count(self, result: str, started: float) -> None:
         if self.metrics is not None:
             self.metrics.reconciled(result, time.monotonic() - started)
 
     def requeue(self, key: Key, delay: float) -> None:
-        old = self.timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        self.timers[key] = loop.call_later(
-            max(0.0, delay), lambda: asyncio.ensure_future(self.reconcile(key)))
+        self.queue.add_after(key, delay)
 
     def forget(self, key: Key) -> None:
-        timer = self.timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        self.locks.pop(key, None)
-        self.failures.pop(key, None)
+        self.queue.forget(key)
         self.reconciler.forget(key)
 
 

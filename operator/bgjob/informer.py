@@ -91,6 +91,7 @@ class Informer:
         self._lock = threading.Lock()
         self._by_owner: dict[Key, dict[str, bytes]] = {}
         self._where: dict[str, Key] = {}  # uid -> owner key, for deletions and relabels
+        self._seen_through = 0  # every event up to this resourceVersion is in the store
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -102,6 +103,28 @@ class Informer:
     def __len__(self) -> int:
         with self._lock:
             return len(self._where)
+
+    @property
+    def seen_through(self) -> int:
+        """The resourceVersion up to which every event is in the store (0 before the list).
+
+        With it, an object we wrote at resourceVersion N that the store lacks although
+        ``seen_through >= N`` was deleted since (see ``bgjob.expectations``)."""
+        with self._lock:
+            return self._seen_through
+
+    def snapshot(self, key: Key) -> tuple[int, list[dict[str, Any]]]:
+        """``seen_through`` and the children of ``key``, read together: the objects are at
+        least as new as the number, which is what ``Expectations.view`` relies on."""
+        with self._lock:
+            through = self._seen_through
+            packed = list(self._by_owner.get(key, {}).values())
+        return through, [unpack(p) for p in packed]
+
+    def _seen(self, rv: str) -> None:
+        if rv.isdigit():
+            with self._lock:
+                self._seen_through = max(self._seen_through, int(rv))
 
     # -- the store ----------------------------------------------------------------------------
 
@@ -149,7 +172,9 @@ class Informer:
     def _list(self) -> tuple[str, set[Key]]:
         doc = self.kube.request("GET", self.path, query=[("labelSelector", api.LABEL_OWNER)])
         changed = self._replace(doc.get("items") or [])
-        return str(doc["metadata"]["resourceVersion"]), changed
+        rv = str(doc["metadata"]["resourceVersion"])
+        self._seen(rv)
+        return rv, changed
 
     def run(self) -> None:
         """The watch thread: LIST, then WATCH from its resourceVersion; relist on 410."""
@@ -195,8 +220,10 @@ class Informer:
                                 str(obj.get("message", "")))
             rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
             if kind == "BOOKMARK":
+                self._seen(rv)
                 continue
             changed = self._delete(obj) if kind == "DELETED" else self._put(obj)
+            self._seen(rv)  # after the store has the event, before anyone is told
             for key in changed:
                 self.on_change(key)
         return rv

@@ -24,6 +24,10 @@ class Observed:
     bj: dict[str, Any]
     jobs: list[dict[str, Any]] = field(default_factory=list)
     cronjob: dict[str, Any] | None = None
+    # The resourceVersions up to which the informers hold every event, read with the objects
+    # (Informer.snapshot); 0 when unknown. They end an expectation on an object deleted unseen.
+    jobs_seen_through: int = 0
+    cronjobs_seen_through: int = 0
 
 
 @dataclass

@@ -166,14 +166,15 @@ class Reconciler:
         old = _migrate(old, annotations)
         # Children are ours by controller UID, never by label alone: a foreign Job carrying the
         # label, or the Jobs of a deleted namesake awaiting garbage collection, are not.
-        cronjob = self.expect.cronjob(key, obs.cronjob)
+        cronjob = self.expect.cronjob(key, obs.cronjob, obs.cronjobs_seen_through)
         cj_uid = (cronjob or {}).get("metadata", {}).get("uid") \
-            if cronjob is not None and cronjobs.controlled_by(cronjob, uid) else None
-        seen = self.expect.jobs(key, obs.jobs)
+            if cronjob is not None and accounting.controlled_by(cronjob, uid) else None
+        seen = self.expect.jobs(key, obs.jobs, obs.jobs_seen_through)
         jobs: dict[str, dict[str, Any]] = {}
         orphans = []
         for job in seen:
-            if cronjobs.controlled_by(job, uid) or (cj_uid and cronjobs.controlled_by(job, cj_uid)):
+            if accounting.controlled_by(job, uid) or (
+                    cj_uid and accounting.controlled_by(job, cj_uid)):
                 jobs[job["metadata"]["name"]] = job
             elif accounting.has_finalizer(job) and accounting.deleting(job):
                 orphans.append(job)  # ours once (an old CronJob's), now being removed
@@ -234,7 +235,7 @@ class Reconciler:
         desired = None
         if c is not None and c.mode is schedule.Mode.CRONJOB:
             desired = manifests.cronjob_manifest(ctx.bj, ctx.spec, c, suspend=ctx.suspended)
-        if desired is None and ctx.cronjob is not None and not cronjobs.controlled_by(
+        if desired is None and ctx.cronjob is not None and not accounting.controlled_by(
                 ctx.cronjob, ctx.uid):
             return  # someone else's CronJob of that name, and we need none: leave it
         try:
@@ -292,7 +293,7 @@ class Reconciler:
         if ctx.spec is None:
             return
         ours = [st.observe(j) for j in ctx.jobs.values()
-                if cronjobs.controlled_by(j, ctx.uid) and not accounting.deleting(j)]
+                if accounting.controlled_by(j, ctx.uid) and not accounting.deleting(j)]
         for job_name in st.prune(ours, ctx.spec.history.successful_jobs,
                                  ctx.spec.history.failed_jobs):
             self.fx.delete_job(ctx, job_name)

@@ -14,7 +14,6 @@ from typing import Any
 from bgjob import accounting, api, manifests, schedule, timing, triggers
 from bgjob import status as st
 from bgjob.api import ConcurrencyPolicy, PendingRetry
-from bgjob.cronjobs import controlled_by
 from bgjob.passctx import AdmitJob, CancelRuns, CreateJob, Pass, SpecProblem
 from bgjob.triggers import Action
 from bgjob.vocab import (
@@ -26,6 +25,7 @@ from bgjob.vocab import (
     EV_TRIGGER_REJECTED,
     INVALID_TRIGGER,
     NORMAL,
+    READY,
     WARNING,
 )
 
@@ -109,12 +109,9 @@ def _miss(ctx: Pass, job: dict[str, Any], why: str) -> None:
 
 
 def step_run_now(ctx: Pass) -> None:
-    try:
-        params = triggers.parse_parameters(ctx.annotations.get(api.ANN_RUN_PARAMETERS))
-    except triggers.TriggerError as exc:
-        params = None
-        if ctx.annotations.get(api.ANN_RUN_NOW):
-            ctx.trigger_problem = SpecProblem(INVALID_TRIGGER, str(exc))
+    problem = triggers.trigger_problem(ctx.annotations)
+    if problem is not None:
+        ctx.trigger_problem = SpecProblem(INVALID_TRIGGER, problem)
     if ctx.spec is None or not ctx.template_ok:
         return  # no template to run; the token waits until the spec is fixed
     token = ctx.annotations.get(api.ANN_RUN_NOW, "")
@@ -124,13 +121,17 @@ def step_run_now(ctx: Pass) -> None:
                                        job_name in ctx.jobs, len(active),
                                        ctx.spec.concurrency_policy)
     if decision.action is Action.NONE:
+        before = st.condition(ctx.old, READY)
+        if problem is not None and (before is None or (before.reason, before.message)
+                                    != (INVALID_TRIGGER, problem)):
+            ctx.event(WARNING, INVALID_TRIGGER, problem)  # once: on the way into it
         return
-    if params is None:
-        assert ctx.trigger_problem is not None
-        ctx.handled_run_now(decision.token)
+    if decision.action is Action.INVALID:
+        ctx.handled_run_now(decision.token)  # never runs later by surprise
         ctx.event(WARNING, INVALID_TRIGGER, f"run-now {decision.token!r} not started: "
-                  f"{ctx.trigger_problem.message}")
+                  f"{decision.problem}")
         return
+    params = decision.params
     if decision.action is Action.ADOPT:
         ctx.handled_run_now(decision.token)
         return
@@ -205,7 +206,7 @@ def step_schedule(ctx: Pass) -> None:
     if c.mode is schedule.Mode.OPERATOR:
         last = st.parse_time(ctx.new.last_schedule_time)
         floor = st.parse_time(ctx.bj["metadata"].get("creationTimestamp")) or ctx.now
-    elif ctx.cronjob is not None and controlled_by(ctx.cronjob, ctx.uid):
+    elif ctx.cronjob is not None and accounting.controlled_by(ctx.cronjob, ctx.uid):
         last = st.parse_time((ctx.cronjob.get("status") or {}).get("lastScheduleTime"))
         floor = st.parse_time(ctx.cronjob["metadata"].get("creationTimestamp")) or ctx.now
     else:

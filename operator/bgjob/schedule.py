@@ -26,7 +26,7 @@ NEXT_RUN_COUNT = 3
 _DOW = {d: i for i, d in enumerate([Weekday.SUNDAY, Weekday.MONDAY, Weekday.TUESDAY,
                                      Weekday.WEDNESDAY, Weekday.THURSDAY, Weekday.FRIDAY,
                                      Weekday.SATURDAY])}
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(d|h|m|s)")
 
 
 class Mode(StrEnum):
@@ -57,12 +57,13 @@ class Compiled:
 
 
 def parse_duration(text: str) -> timedelta:
-    """A Go-style duration (``1h30m``, ``90s``); the schema already checked the shape."""
+    """A Go-style duration (``1h30m``, ``90s``) plus whole days (``1d``), which the contract
+    writes and Go's parser lacks; the schema already checked the shape."""
     if not text or _DURATION_PART.sub("", text):
-        raise ValueError(f"{text!r} is not a duration like 30m or 1h30m")
+        raise ValueError(f"{text!r} is not a duration like 30m, 1h30m or 1d")
     seconds = 0.0
     for number, unit in _DURATION_PART.findall(text):
-        seconds += float(number) * {"h": 3600, "m": 60, "s": 1}[unit]
+        seconds += float(number) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[unit]
     return timedelta(seconds=seconds)
 
 
@@ -70,10 +71,23 @@ def stable_hash(namespace: str, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{namespace}/{name}".encode()).digest()[:8], "big")
 
 
+def _uses_hash(field: str) -> bool:
+    """Whether ``H`` is a token of the field (``H``, ``H/2``, ``1-H``), not a letter of a name.
+
+    Day and month names (THU, MAR) contain letters too, so a substring test would take
+    ``0 9 * * THU`` for a hash and refuse it, which the CronJob controller accepts.
+    """
+    for part in field.split(","):
+        rng = part.partition("/")[0]
+        if "H" in rng.split("-"):
+            return True
+    return False
+
+
 def resolve_hash(expr: str, namespace: str, name: str) -> str:
     """Replace ``H`` (and ``H/n``) in the minute and hour fields by stable values."""
     parts = expr.split()
-    if len(parts) != 5 or not any("H" in p for p in parts):
+    if len(parts) != 5 or not any(_uses_hash(p) for p in parts):
         return expr
     h = stable_hash(namespace, name)
     for idx, span in ((0, 60), (1, 24)):
@@ -85,7 +99,7 @@ def resolve_hash(expr: str, namespace: str, name: str) -> str:
             step = int(part[2:])
             parts[idx] = f"{seed % step}-{span - 1}/{step}"
     for idx in (2, 3, 4):
-        if "H" in parts[idx]:
+        if _uses_hash(parts[idx]):
             raise cronspec.CronError("H is allowed only in the minute and hour fields")
     return " ".join(parts)
 
@@ -134,6 +148,45 @@ def describe_cron(expr: str) -> str:
         return expr
 
 
+def _compile_cron(cron: str, tz: str, namespace: str, name: str) -> Compiled:
+    try:
+        resolved = resolve_hash(cron.strip(), namespace, name)
+        validate_cron(resolved, tz)
+    except cronspec.CronError as exc:
+        raise ScheduleError("spec.schedule.cron", f"{cron!r}: {exc}") from None
+    text = cron.strip()
+    desc = describe_cron(cronspec.MACROS.get(resolved, resolved))
+    if resolved != text:
+        desc += f" ({text} hashed to {resolved})"
+    return Compiled("cron", Mode.CRONJOB, tz, desc, cron=resolved)
+
+
+def _compile_every(every: str, tz: str) -> Compiled:
+    try:
+        interval = parse_duration(every)
+    except ValueError as exc:
+        raise ScheduleError("spec.schedule.every", str(exc)) from None
+    if interval < timedelta(minutes=1):
+        raise ScheduleError("spec.schedule.every", f"{every!r} is below 1m")
+    cron = _cron_for_every(interval)
+    desc = f"Every {every}"
+    if cron is not None:
+        return Compiled("every", Mode.CRONJOB, tz, desc, cron=cron, interval=interval)
+    return Compiled("every", Mode.OPERATOR, tz, desc, interval=interval)
+
+
+def _compile_at(text: str, tz: str) -> Compiled:
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ScheduleError("spec.schedule.at", f"{text!r} is not an RFC 3339 time") from None
+    if at.tzinfo is None:
+        raise ScheduleError("spec.schedule.at", f"{text!r} needs a zone offset or Z")
+    at = at.astimezone(UTC)
+    return Compiled("at", Mode.OPERATOR, tz, f"Once, at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+                    at=at)
+
+
 def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
     """Decide how the schedule runs. Raises ScheduleError naming the offending field."""
     try:
@@ -144,28 +197,9 @@ def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
                             "Europe/Berlin)") from None
     tz = s.time_zone
     if s.cron is not None:
-        try:
-            resolved = resolve_hash(s.cron.strip(), namespace, name)
-            validate_cron(resolved, tz)
-        except cronspec.CronError as exc:
-            raise ScheduleError("spec.schedule.cron", f"{s.cron!r}: {exc}") from None
-        text = s.cron.strip()
-        desc = describe_cron(cronspec.MACROS.get(resolved, resolved))
-        if resolved != text:
-            desc += f" ({text} hashed to {resolved})"
-        return Compiled("cron", Mode.CRONJOB, tz, desc, cron=resolved)
+        return _compile_cron(s.cron, tz, namespace, name)
     if s.every is not None:
-        try:
-            interval = parse_duration(s.every)
-        except ValueError as exc:
-            raise ScheduleError("spec.schedule.every", str(exc)) from None
-        if interval < timedelta(minutes=1):
-            raise ScheduleError("spec.schedule.every", f"{s.every!r} is below 1m")
-        cron = _cron_for_every(interval)
-        desc = f"Every {s.every}"
-        if cron is not None:
-            return Compiled("every", Mode.CRONJOB, tz, desc, cron=cron, interval=interval)
-        return Compiled("every", Mode.OPERATOR, tz, desc, interval=interval)
+        return _compile_every(s.every, tz)
     if s.daily is not None:
         h, m = _hhmm(s.daily)
         return Compiled("daily", Mode.CRONJOB, tz, f"At {s.daily}, every day",
@@ -181,15 +215,7 @@ def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
                         f"At {s.monthly.time}, on day {s.monthly.day} of the month",
                         cron=f"{m} {h} {s.monthly.day} * *")
     if s.at is not None:
-        try:
-            at = datetime.fromisoformat(s.at.replace("Z", "+00:00"))
-        except ValueError:
-            raise ScheduleError("spec.schedule.at", f"{s.at!r} is not an RFC 3339 time") from None
-        if at.tzinfo is None:
-            raise ScheduleError("spec.schedule.at", f"{s.at!r} needs a zone offset or Z")
-        at = at.astimezone(UTC)
-        return Compiled("at", Mode.OPERATOR, tz, f"Once, at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
-                        at=at)
+        return _compile_at(s.at, tz)
     raise ScheduleError("spec.schedule", "set one of cron, every, daily, weekly, monthly, at")
 
 

@@ -9,7 +9,7 @@ made and does not start a second.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +17,9 @@ from bgjob import api
 from bgjob.api import ConcurrencyPolicy
 
 FIELD_PARAMS = f"metadata.annotations[{api.ANN_RUN_PARAMETERS}]"
+FIELD_RUN_NOW = f"metadata.annotations[{api.ANN_RUN_NOW}]"
+FIELD_FORCE = f"metadata.annotations[{api.ANN_RUN_FORCE}]"
+FORCE_VALUES = ("true", "false")
 MAX_PARAMS = 64
 
 
@@ -30,6 +33,7 @@ class Action(StrEnum):
     RUN = "Run"            # start the manual run
     REPLACE = "Replace"    # cancel the active runs, then start it
     REJECT = "Reject"      # Forbid and a run is active: TriggerRejected
+    INVALID = "Invalid"    # a bad run-force or run-parameters: InvalidTrigger, token handled
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Decision:
     action: Action
     token: str = ""
     force: bool = False
+    params: dict[str, str] = field(default_factory=dict)
+    problem: str = ""      # for INVALID: one line naming the annotation
 
 
 def parse_parameters(text: str | None) -> dict[str, str]:
@@ -67,25 +73,63 @@ def parse_parameters(text: str | None) -> dict[str, str]:
     return out
 
 
-def is_true(text: str | None) -> bool:
-    return (text or "").strip().lower() in ("true", "1", "yes")
+def _force_problem(annotations: dict[str, str]) -> str | None:
+    value = annotations.get(api.ANN_RUN_FORCE)
+    if value is None or value in FORCE_VALUES:
+        return None
+    return f'{FIELD_FORCE}: must be "true" or "false", not {value!r}'
+
+
+def trigger_problem(annotations: dict[str, str]) -> str | None:
+    """The first trigger annotation the operator cannot act on, as one line naming it.
+
+    Annotations are outside the CRD schema, so these are judged here: an empty ``run-now``
+    has no token to act on (and none to record as handled), a ``run-force`` that is neither
+    "true" nor "false" would otherwise be read as false and a forced run silently refused, and
+    ``run-parameters`` must be a JSON object of scalars. None when all are usable.
+    """
+    if api.ANN_RUN_NOW in annotations and not annotations[api.ANN_RUN_NOW].strip():
+        return (f"{FIELD_RUN_NOW}: must not be empty; set a new token (for example "
+                "$(date +%s)) to start a run")
+    problem = _force_problem(annotations)
+    if problem is not None:
+        return problem
+    try:
+        parse_parameters(annotations.get(api.ANN_RUN_PARAMETERS))
+    except TriggerError as exc:
+        return str(exc)
+    return None
 
 
 def decide_run_now(annotations: dict[str, str], last_handled: str | None,
                    existing_job: bool, active: int,
                    policy: ConcurrencyPolicy) -> Decision:
-    """What a run-now token asks for, before parameters are judged."""
+    """What a run-now token asks for.
+
+    A token whose Job exists is adopted first, whatever the other annotations say now: the
+    run was started by an earlier pass that crashed before recording the token. A new token
+    with a bad ``run-force`` or ``run-parameters`` is INVALID: it is handled (recorded, so it
+    never runs later by surprise when the other annotation changes) and starts nothing.
+    An empty ``run-now`` is NONE here; ``trigger_problem`` reports it.
+    """
     token = (annotations.get(api.ANN_RUN_NOW) or "").strip()
     if not token or token == last_handled:
         return Decision(Action.NONE)
-    force = is_true(annotations.get(api.ANN_RUN_FORCE))
+    force = annotations.get(api.ANN_RUN_FORCE) == "true"
     if existing_job:
         return Decision(Action.ADOPT, token, force)
+    problem = _force_problem(annotations)
+    try:
+        params = parse_parameters(annotations.get(api.ANN_RUN_PARAMETERS))
+    except TriggerError as exc:
+        problem, params = problem or str(exc), {}
+    if problem is not None:
+        return Decision(Action.INVALID, token, False, problem=problem)
     if active and policy is ConcurrencyPolicy.FORBID and not force:
-        return Decision(Action.REJECT, token, force)
+        return Decision(Action.REJECT, token, force, params)
     if active and policy is ConcurrencyPolicy.REPLACE:
-        return Decision(Action.REPLACE, token, force)
-    return Decision(Action.RUN, token, force)
+        return Decision(Action.REPLACE, token, force, params)
+    return Decision(Action.RUN, token, force, params)
 
 
 def pending_cancel(annotations: dict[str, str], last_handled: str | None) -> str | None:

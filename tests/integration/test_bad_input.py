@@ -61,6 +61,13 @@ SCHEMA_CASES = [
     ("negative-retry-limit", edit((("retry",), {"limit": -1})), "spec.retry.limit"),
     ("jitter-above-1", edit((("retry",), {"backoff": {"jitter": 2}})),
      "spec.retry.backoff.jitter"),
+    ("max-delay-below-initial",
+     edit((("retry",), {"backoff": {"initialDelaySeconds": 600, "maxDelaySeconds": 60}})),
+     "retry.backoff.maxDelaySeconds: must be at least initialDelaySeconds"),
+    ("max-delay-below-the-default-initial",
+     edit((("retry",), {"backoff": {"maxDelaySeconds": 30}})),
+     "retry.backoff.maxDelaySeconds: must be at least initialDelaySeconds"),
+    ("every-zero-days", edit((("schedule",), {"every": "0d"})), "spec.schedule.every"),
     ("negative-history", edit((("history",), {"successfulJobs": -1})),
      "spec.history.successfulJobs"),
     ("timeout-zero", edit((("timeoutSeconds",), 0)), "spec.timeoutSeconds"),
@@ -150,6 +157,15 @@ def _operator_writes(cluster: Cluster, ns: str) -> int:
     path = cluster.lc.logs / "audit.log"
     return sum(1 for line in path.read_text().splitlines()
                if f'"namespace":"{ns}"' in line and '"userAgent":"bgjob-operator/' in line)
+
+
+def test_every_1d_from_the_contract_is_a_daily_native_cronjob(
+        cluster: Cluster, victim: tuple[str, dict[str, Any]]) -> None:
+    ns, _ = victim
+    apply_spec(cluster, ns, edit((("schedule",), {"every": "1d", "timeZone": "Europe/Berlin"})),
+               name="every-day")
+    cj = eventually(lambda: cluster.get("cronjob", "every-day", ns), 30, what="CronJob")
+    assert (cj["spec"]["schedule"], cj["spec"]["timeZone"]) == ("0 0 * * *", "Europe/Berlin")
 
 
 @pytest.mark.parametrize(("case", "spec", "reason", "prefix"), OPERATOR_CASES,

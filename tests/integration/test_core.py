@@ -73,13 +73,13 @@ def test_every_schedule_kind_fires_real_jobs_at_the_predicted_times(
         # The real CronJob controller fired at the time the operator predicted.
         fired_at = datetime.fromisoformat(
             seen[name]["batch.kubernetes.io/cronjob-scheduled-timestamp"])
-        fired = fired_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = fired_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if name == "k-every":  # every minute: a tick may fall between its CronJob's creation
             # and the status read, so the first Job may be the minute before the prediction.
             before = datetime.fromisoformat(predicted[name]) - timedelta(minutes=1)
-            assert fired in (predicted[name], before.strftime("%Y-%m-%dT%H:%M:%SZ")), name
+            assert at in (predicted[name], before.strftime("%Y-%m-%dT%H:%M:%SZ")), name
             continue
-        assert fired == predicted[name], name
+        assert at == predicted[name], name
     for name in ("k-at", "k-interval"):
         assert seen[name]["bgjob.dev/scheduled-time"] == predicted[name], name
     job_env = {e["name"]: e.get("value") for e in jobs(cluster, "k-at", namespace)[0]["spec"][

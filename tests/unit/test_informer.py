@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from bgjob.informer import Informer, pack, unpack
@@ -51,3 +52,29 @@ def test_pack_round_trips_the_slim_object() -> None:
     slim = unpack(pack(body, keep_spec=True))
     assert slim["spec"] == body["spec"] and slim["status"] == body["status"]
     assert len(pack(body, keep_spec=True)) < 400
+
+
+class _Lines:
+    """A Kube stand-in that serves one watch stream."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def stream_lines(self, path: str, query: object) -> list[str]:
+        return self.lines
+
+
+def test_seen_through_follows_the_events_applied_to_the_store() -> None:
+    events = [{"type": "ADDED", "object": job("a", "cleanup", rv="10")},
+              {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+              {"type": "DELETED", "object": job("a", "cleanup", rv="15")}]
+    seen: list[tuple[int, int]] = []
+    inf = Informer(cast(Kube, _Lines([json.dumps(e) for e in events])), "batch/v1", "jobs",
+                   None, lambda key: seen.append((inf.seen_through, len(inf.get(key)))))
+    assert inf.seen_through == 0
+    assert inf._watch("5") == "15"
+    # each change is announced with the store and the number already updated together
+    assert seen == [(10, 1), (15, 0)]
+    assert inf.snapshot(("ns", "cleanup")) == (15, [])
+    inf._seen("9")  # never goes back
+    assert inf.seen_through == 15

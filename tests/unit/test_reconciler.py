@@ -366,6 +366,52 @@ def expect_old_cancel_not_redone(w: World) -> None:
     assert job is not None and "bgjob.dev/cancelled" not in job["metadata"]["annotations"]
 
 
+# -- invalid triggers (issue 13, point 13) ----------------------------------------------------
+
+def run_now_with_force_maybe(w: World) -> None:
+    w.annotate(run_force="maybe")
+    run_now(w, "a")
+
+
+def expect_token_handled_nothing_run(w: World) -> None:
+    assert w.jobs() == [] and w.status.get("lastHandledRunNow") == "a"
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidTrigger")
+    assert ready["message"].startswith("metadata.annotations[bgjob.dev/run-force]: ")
+    assert w.reasons().count("InvalidTrigger") == 1
+    w.annotate(run_force="true")  # fixing run-force later does not start the handled token
+    w.settle()
+    assert w.jobs() == [] and w.condition("Ready")["status"] == "True"
+
+
+def empty_run_now(w: World) -> None:
+    w.annotate(run_now="")
+    w.settle()
+    w.at(60)
+    w.settle()
+
+
+def expect_invalid_trigger_once(w: World) -> None:
+    assert w.jobs() == [] and "lastHandledRunNow" not in w.status
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidTrigger")
+    assert ready["message"].startswith("metadata.annotations[bgjob.dev/run-now]: must not be empty")
+    assert w.reasons().count("InvalidTrigger") == 1
+    run_now(w, "b")
+    assert w.jobs() == [manual("b")] and w.condition("Ready")["status"] == "True"
+
+
+def run_now_with_force_true_while_active(w: World) -> None:
+    run_now(w, "a")
+    w.annotate(run_force="true")
+    run_now(w, "b")
+
+
+def expect_both_running(w: World) -> None:
+    assert sorted(w.jobs()) == sorted([manual("a"), manual("b")])
+    assert "InvalidTrigger" not in w.reasons()
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 EVERY7 = {"schedule": {"every": "7m"}}
 RETRY = {"retry": {"limit": 1, "backoff": {"initialDelaySeconds": 60, "jitter": 0}}}
@@ -408,6 +454,12 @@ CASES = [
          {}, backgroundjob_being_deleted, expect_nothing_stuck),
     Case("three ticks while the operator was down: the latest runs, two are missed",
          CRON, many_ticks_while_down, expect_latest_admitted_rest_missed),
+    Case("run-now with run-force 'maybe': InvalidTrigger once, token handled, no run",
+         {}, run_now_with_force_maybe, expect_token_handled_nothing_run),
+    Case("empty run-now: InvalidTrigger once, nothing handled, no run",
+         {}, empty_run_now, expect_invalid_trigger_once),
+    Case("run-force 'true' with a run active, Forbid: the forced run starts",
+         {}, run_now_with_force_true_while_active, expect_both_running),
     Case("a cancel token handled by an older version (annotation) is not handled again",
          {}, legacy_annotations_migrate, expect_old_cancel_not_redone),
 ]

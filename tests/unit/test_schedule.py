@@ -38,6 +38,17 @@ def sched(**kw: object) -> Schedule:
         ("every 2h divides the day", {"every": "2h"}, Mode.CRONJOB, "0 */2 * * *", "Every 2h"),
         ("every 60m is hourly", {"every": "60m"}, Mode.CRONJOB, "0 * * * *", "Every 60m"),
         ("every 24h is daily", {"every": "24h"}, Mode.CRONJOB, "0 0 * * *", "Every 24h"),
+        ("every 1d is daily, as the contract writes it", {"every": "1d"}, Mode.CRONJOB,
+         "0 0 * * *", "Every 1d"),
+        ("every 2d is operator-timed", {"every": "2d"}, Mode.OPERATOR, "", "Every 2d"),
+        ("day name beside no H", {"cron": "0 9 * * THU"}, Mode.CRONJOB, "0 9 * * THU",
+         "At 09:00 AM, only on Thursday"),
+        ("day range by name", {"cron": "0 9 * * MON-THU"}, Mode.CRONJOB, "0 9 * * MON-THU",
+         "At 09:00 AM, Monday through Thursday"),
+        ("month names", {"cron": "0 0 1 JAN-MAR *"}, Mode.CRONJOB, "0 0 1 JAN-MAR *",
+         "At 12:00 AM, on day 1 of the month, January through March"),
+        ("step of 1 in day of month", {"cron": "0 0 */1 * 1"}, Mode.CRONJOB, "0 0 */1 * 1",
+         "At 12:00 AM"),
         ("every 7m is operator-timed", {"every": "7m"}, Mode.OPERATOR, "", "Every 7m"),
         ("every 90m is operator-timed", {"every": "90m"}, Mode.OPERATOR, "", "Every 90m"),
         ("every 1h30m is operator-timed", {"every": "1h30m"}, Mode.OPERATOR, "",
@@ -67,6 +78,10 @@ def test_compile(name: str, schedule: dict[str, object], mode: Mode, cron: str,
         ({"cron": "61 * * * *"}, "spec.schedule.cron", "out of range"),
         ({"cron": "0 0 * *"}, "spec.schedule.cron", "expected 5 fields"),
         ({"cron": "0 0 H * *"}, "spec.schedule.cron", "only in the minute and hour"),
+        ({"cron": "0 0 * * H"}, "spec.schedule.cron", "only in the minute and hour"),
+        ({"cron": "0 0 * H/2 *"}, "spec.schedule.cron", "only in the minute and hour"),
+        ({"cron": "H 9 * * MON-H"}, "spec.schedule.cron", "only in the minute and hour"),
+        ({"cron": "0 9 * * THURSDAY"}, "spec.schedule.cron", "not a number"),
         ({"daily": "02:00", "timeZone": "Mars/Olympus"}, "spec.schedule.timeZone",
          "unknown time zone"),
         ({"at": "2026-12-01T12:00:00"}, "spec.schedule.at", "needs a zone offset"),
@@ -90,6 +105,24 @@ def test_hash_is_stable_and_spreads() -> None:
     stepped = resolve_hash("H/15 * * * *", "ns", "x").split()[0]
     start, step = stepped.split("/")
     assert step == "15" and start.endswith("-59") and int(start.split("-")[0]) < 15
+
+
+@pytest.mark.parametrize(("expr", "rest"), [
+    ("H 9 * * THU", "9 * * THU"),
+    ("H H * * MON-THU", "* * MON-THU"),
+    ("H/30 8 * JAN-MAR SUN", "8 * JAN-MAR SUN"),
+    ("H 9 * * thu,fri", "9 * * thu,fri"),
+])
+def test_hash_beside_day_and_month_names(expr: str, rest: str) -> None:
+    """H is a whole token; the H inside THU or THURSDAY's neighbours is not a hash."""
+    resolved = resolve_hash(expr, "ns", "job")
+    assert resolved.endswith(rest) and "H" not in resolved.split()[0]
+    c = compile_schedule(sched(cron=expr), "ns", "job")
+    assert c.cron == resolved and c.mode is Mode.CRONJOB
+
+
+def test_names_without_h_are_not_rewritten() -> None:
+    assert resolve_hash("0 9 * * THU", "ns", "job") == "0 9 * * THU"
 
 
 def test_hash_shows_in_the_description() -> None:
@@ -136,7 +169,8 @@ def test_at_runs_once() -> None:
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("1h30m", 5400), ("90s", 90),
-                                               ("1.5h", 5400)])
+                                               ("1.5h", 5400), ("1d", 86400),
+                                               ("1d12h", 129600)])
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
