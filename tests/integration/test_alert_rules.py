@@ -207,6 +207,16 @@ def test_every_alert_has_a_for_a_summary_naming_the_object_and_a_runbook(
     assert custom["BgjobOperatorReconcileErrors"]["for"] == "15m"
 
 
+def test_the_servicemonitor_honors_our_labels_by_default(tmp_path: Path) -> None:
+    def endpoint(*sets: str) -> dict[str, Any]:
+        docs = render(tmp_path, *sets)
+        monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+        return dict(monitor["spec"]["endpoints"][0])
+
+    assert endpoint()["honorLabels"] is True
+    assert endpoint("metrics.serviceMonitor.honorLabels=false")["honorLabels"] is False
+
+
 def promtool_tests(rules: dict[str, dict[str, Any]], rules_file: Path) -> dict[str, Any]:
     tests = []
     for case in CASES:

@@ -231,6 +231,31 @@ def test_alerts_follow_state_on_a_real_prometheus(cluster: Cluster, operator: Op
     record(env, "BackgroundJobFailing plain again (from the start)", time.monotonic() - started)
 
 
+def test_without_honor_labels_every_series_lands_in_the_operators_namespace(
+        cluster: Cluster, operator: Operator, env: Env, tmp_path: Path) -> None:
+    """The trap ``honorLabels`` avoids, shown on the same operator: a second Prometheus scraping
+    with ``honorLabels=false`` files the series under bgjob-system, ours as exported_namespace."""
+    cluster.apply(manifest("labelled"), env.ns)
+    ready(cluster, env.ns, "labelled")
+    docs = render(tmp_path, "metrics.serviceMonitor.honorLabels=false")
+    scrape = scrape_config(docs, f"127.0.0.1:{operator.metrics_port}", SCRAPE, POD)
+    assert scrape["honor_labels"] is False
+    prom = Prometheus(tmp_path, scrape, write_rules(docs, tmp_path / "rules.yaml"))
+    prom.start()
+    try:
+        prom.wait_targets_up()
+        series = eventually(lambda: prom.query('bgjob_active_runs{backgroundjob="labelled"}'),
+                            20, what="a scrape")
+        assert [s["metric"]["namespace"] for s in series] == ["bgjob-system"]
+        assert [s["metric"]["exported_namespace"] for s in series] == [env.ns]
+    finally:
+        prom.stop()
+    ours = eventually(lambda: env.prom.query('bgjob_active_runs{backgroundjob="labelled"}'),
+                      20, what="a scrape")
+    assert [s["metric"]["namespace"] for s in ours] == [env.ns]
+    assert "exported_namespace" not in ours[0]["metric"]
+
+
 # Panels (title, refId) whose query may rightly return nothing after this mix of runs.
 MAY_BE_EMPTY = {("Overdue", "A")}  # no BackgroundJob is overdue
 
