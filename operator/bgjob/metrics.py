@@ -146,17 +146,18 @@ class Metrics:
                     self._run_labels[key].add((trigger, result))
 
     def _set_conditions(self, key: Key, new: BackgroundJobStatus) -> None:
-        """One series per condition, for its current status and reason: the old one goes."""
+        """One series per condition, for its current status and reason: the old one goes.
+        The new series is set before the old one is removed, so a scrape in between never sees
+        a condition without a series (that would reset a pending alert)."""
         ns, name = key
         known = self._condition_labels[key]
         current = {c.type: (c.status, c.reason) for c in new.conditions}
-        for ctype, (status, reason) in list(known.items()):
-            if current.get(ctype) != (status, reason):
-                self._remove(self.conditions, ns, name, ctype, status, reason)
-                del known[ctype]
         for ctype, (status, reason) in current.items():
             self.conditions.labels(ns, name, ctype, status, reason).set(1)
-            known[ctype] = (status, reason)
+        for ctype, (status, reason) in known.items():
+            if current.get(ctype) != (status, reason):
+                self._remove(self.conditions, ns, name, ctype, status, reason)
+        self._condition_labels[key] = current
 
     def forget(self, key: Key) -> None:
         """The BackgroundJob is gone: so are its series."""
