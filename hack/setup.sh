@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine: a virtualenv with the pinned dev
-# dependencies, and the local control plane binaries (built from Go modules, cached).
+# dependencies, the local control plane binaries (built from Go modules, cached), and Debian's
+# prometheus package for promtool and a real Prometheus in the monitoring tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -18,3 +19,34 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 bash hack/cluster/build.sh >/dev/null
+
+# prometheus + promtool (Debian's package): the tests start Prometheus themselves on 127.0.0.1.
+# The package would also start a system service on 0.0.0.0:9090; policy-rc.d (exit 101) forbids
+# that while it installs, and the service is disabled afterwards.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    policy=/usr/sbin/policy-rc.d
+    ours=""
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && ours=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    install=(apt-get install -y -q --no-install-recommends prometheus)
+    if ! "${install[@]}" >/dev/null 2>&1; then
+      apt-get update -q >/dev/null && "${install[@]}" >/dev/null ||
+        echo "setup: installing prometheus failed; the monitoring tests will fail" >&2
+    fi
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus >/dev/null 2>&1 || true
+    else
+      update-rc.d prometheus disable >/dev/null 2>&1 || true
+      if [ -x /etc/init.d/prometheus ]; then /etc/init.d/prometheus stop >/dev/null 2>&1 || true; fi
+    fi
+    if [ -n "$ours" ]; then rm -f "$policy"; fi
+  else
+    echo "setup: prometheus and promtool are missing, so the monitoring tests will fail." >&2
+    echo "setup: as root run: apt-get install -y --no-install-recommends prometheus" >&2
+    echo "setup: (then stop/disable its service), or put both binaries (2.42 or newer) on PATH." >&2
+  fi
+fi

@@ -37,7 +37,8 @@ MONITORING_CRDS = "\n---\n".join(json.dumps({  # just enough of the Prometheus O
 }) for kind, plural in (("ServiceMonitor", "servicemonitors"),
                         ("PrometheusRule", "prometheusrules")))
 CONTRACT_METRICS = ["bgjob_runs_total", "bgjob_consecutive_failures", "bgjob_overdue",
-                    "bgjob_missed_runs_total", "bgjob_reconcile_total", "bgjob_retries_total"]
+                    "bgjob_missed_runs_total", "bgjob_reconcile_total", "bgjob_retries_total",
+                    "bgjob_status_condition"]  # the alerts are evaluated in test_alert_rules
 
 
 @pytest.fixture(scope="module")

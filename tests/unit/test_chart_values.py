@@ -50,7 +50,14 @@ def test_schema_rejects_what_the_chart_cannot_honour() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     bads: list[dict[str, Any]] = [{"logFormat": "xml"}, {"replicas": 0},
                                   {"metrics": {"port": 70000}}, {"watchNamespaces": "team-a"},
-                                  {"unknownKey": 1}]
+                                  {"unknownKey": 1},
+                                  {"metrics": {"serviceMonitor": {"honorLabels": "yes"}}},
+                                  {"metrics": {"prometheusRule": {"forByAlert": {
+                                      "BackgroundJobTypo": "1m"}}}},
+                                  {"metrics": {"prometheusRule": {"forByAlert": {
+                                      "BackgroundJobFailing": "soon"}}}},
+                                  {"metrics": {"prometheusRule": {
+                                      "runbookBaseUrl": "https://x/README.md#alerts"}}}]
     for bad in bads:
         doc = {**values, **bad}
         if "metrics" in bad:

@@ -38,7 +38,8 @@ def test_counters_move_once_and_gauges_mirror_status() -> None:
     m.record(KEY, empty, one)
     assert value(reg, "bgjob_active_runs") == 1
     assert value(reg, "bgjob_next_run_timestamp_seconds") == 1795395600.0
-    assert value(reg, "bgjob_runs_total", trigger="scheduled", result="Succeeded") is None
+    # born at 0 before the first run ends, so increase() sees its first step
+    assert value(reg, "bgjob_runs_total", trigger="scheduled", result="Succeeded") == 0
 
     two = status(runs=[RUN_BAD, RUN_OK], lastSuccessfulTime="2026-11-22T01:00:12Z",
                  stats={"runs": 2, "retries": 1, "missed": 2, "consecutiveFailures": 1},
@@ -65,6 +66,7 @@ def test_a_restarted_process_restores_gauges_and_starts_counters_at_zero() -> No
                  stats={"runs": 7, "consecutiveFailures": 0})
     m.record(KEY, old, old)  # the first pass after a restart: status as it was
     assert value(m.registry, "bgjob_last_success_timestamp_seconds") == 1795309212.0
+    assert value(m.registry, "bgjob_runs_total", trigger="manual", result="Succeeded") == 0
     assert value(m.registry, "bgjob_runs_total", trigger="scheduled", result="Succeeded") is None
     assert value(m.registry, "bgjob_retries_total") == 0
 
@@ -144,3 +146,91 @@ def test_the_metrics_endpoint_serves_all_or_only_the_named_families() -> None:
     assert "bgjob_active_runs{" in everything and "bgjob_api_writes_total{" in everything
     assert "bgjob_active_runs{" in active and "bgjob_runs_total" not in active
     assert "bgjob_api_writes_total{" in own and "bgjob_active_runs" not in own
+
+
+def cond(ctype: str, status: str, reason: str) -> dict[str, str]:
+    return {"type": ctype, "status": status, "reason": reason,
+            "lastTransitionTime": "2026-11-22T01:00:00Z"}
+
+
+def condition_series(m: Metrics, name: str = "cleanup") -> dict[tuple[str, str, str], float]:
+    return {(s.labels["type"], s.labels["status"], s.labels["reason"]): s.value
+            for fam in m.registry.collect() for s in fam.samples
+            if s.name == "bgjob_status_condition" and s.labels["backgroundjob"] == name}
+
+
+def test_status_condition_has_one_series_per_condition_for_its_current_status_and_reason(
+        ) -> None:
+    m = Metrics()
+    pending = status(conditions=[cond("Ready", "True", "Scheduled"),
+                                 cond("Failing", "True", "RetryPending"),
+                                 cond("Overdue", "False", "OnTime")])
+    m.record(KEY, status(), pending)
+    assert condition_series(m) == {("Ready", "True", "Scheduled"): 1,
+                                   ("Failing", "True", "RetryPending"): 1,
+                                   ("Overdue", "False", "OnTime"): 1}
+    exhausted = status(conditions=[cond("Ready", "True", "Scheduled"),
+                                   cond("Failing", "True", "RetriesExhausted"),
+                                   cond("Overdue", "False", "OnTime")])
+    m.record(KEY, pending, exhausted)  # same status, new reason: the old series goes
+    assert condition_series(m) == {("Ready", "True", "Scheduled"): 1,
+                                   ("Failing", "True", "RetriesExhausted"): 1,
+                                   ("Overdue", "False", "OnTime"): 1}
+    recovered = status(conditions=[cond("Ready", "True", "Scheduled"),
+                                   cond("Failing", "False", "LastRunSucceeded")])
+    m.record(KEY, exhausted, recovered)  # a new status; a condition that left status goes
+    assert condition_series(m) == {("Ready", "True", "Scheduled"): 1,
+                                   ("Failing", "False", "LastRunSucceeded"): 1}
+    m.record(("platform", "other"), status(), recovered)
+    m.forget(KEY)
+    assert condition_series(m) == {}
+    assert len(condition_series(m, "other")) == 2
+
+
+def test_label_sets_a_panel_needs_start_at_zero_and_only_those() -> None:
+    m = Metrics()
+    reg = m.registry
+    assert reg.get_sample_value("bgjob_reconcile_total", {"result": "error"}) == 0
+    nightly = status(schedule={"kind": "cron", "mode": "CronJob"})
+    m.record(KEY, status(), nightly)
+    runs = {(s.labels["trigger"], s.labels["result"]): s.value
+            for fam in reg.collect() for s in fam.samples if s.name == "bgjob_runs_total"}
+    assert runs == {("scheduled", "Succeeded"): 0, ("scheduled", "Failed"): 0}
+    assert value(reg, "bgjob_run_duration_seconds_count", result="Succeeded") == 0
+    assert value(reg, "bgjob_run_duration_seconds_count", result="Failed") is None
+    manual = status(schedule={"kind": "cron", "mode": "CronJob"},
+                    active=[{"job": "cleanup-m-1", "trigger": "manual"}])
+    m.record(KEY, nightly, manual)  # a run of another trigger starts: its pair, at 0
+    assert value(reg, "bgjob_runs_total", trigger="manual", result="Failed") == 0
+    retrying = status(schedule={"kind": "cron", "mode": "CronJob"},
+                      retry={"attempt": 2, "nextRetryTime": "2026-11-22T01:01:00Z",
+                             "job": "cleanup-1"})
+    m.record(KEY, manual, retrying)  # a retry is pending: its pair, before it can end
+    assert value(reg, "bgjob_runs_total", trigger="retry", result="Failed") == 0
+    assert value(reg, "bgjob_runs_total", trigger="retry", result="Succeeded") == 0
+    assert value(reg, "bgjob_runs_total", trigger="manual", result="Cancelled") is None
+
+
+SERIES_PER_BACKGROUNDJOB = 29  # README, "Metrics and alerts": keep the two in step
+
+
+def test_series_per_backgroundjob() -> None:
+    """A scheduled BackgroundJob with its four conditions, before and after runs that only
+    succeeded: the number the README states. No ``_created`` series are exported."""
+    m = Metrics()
+    conds = [cond("Ready", "True", "Scheduled"), cond("Suspended", "False", "Active"),
+             cond("Failing", "False", "LastRunSucceeded"), cond("Overdue", "False", "OnTime")]
+    first = status(schedule={"kind": "cron", "mode": "CronJob",
+                             "nextRunTimes": ["2026-11-23T01:00:00Z"]},
+                   lastSuccessfulTime="2026-11-22T01:00:12Z", conditions=conds)
+    m.record(KEY, first, first)
+
+    def ours() -> list[str]:
+        return [s.name for fam in m.registry.collect() for s in fam.samples
+                if s.labels.get("backgroundjob") == "cleanup"]
+
+    assert len(ours()) == SERIES_PER_BACKGROUNDJOB
+    later = first.model_copy(update={"runs": status(runs=[RUN_OK]).runs})
+    m.record(KEY, first, later)
+    assert len(ours()) == SERIES_PER_BACKGROUNDJOB
+    assert not [n for n in ours() if n.endswith("_created")]
