@@ -59,16 +59,20 @@ def to_count(jobs: Iterable[dict[str, Any]], accounted: Iterable[str]) -> list[d
 
 
 def still_held(accounted: Iterable[str], jobs: Iterable[dict[str, Any]]) -> list[str]:
-    """The accounted UIDs whose Jobs still exist with our finalizer: they stay in the list until
-    the finalizer is seen gone. Order is kept, so status does not churn."""
-    holding = {uid_of(j) for j in jobs if has_finalizer(j)}
+    """The accounted UIDs whose Jobs still exist with our finalizer, or still wait at the gate
+    (a missed Job, counted, not yet deleted: the native CronJob does not copy the template's
+    finalizers, so nothing else marks it): they stay in the list until the Job is seen
+    released or gone. Order is kept, so status does not churn."""
+    holding = {uid_of(j) for j in jobs if has_finalizer(j) or awaiting_admission(j)}
     return [uid for uid in accounted if uid in holding]
 
 
 def release(accounted: Iterable[str], jobs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Jobs whose finalizer can go now: counted (UID recorded) and still holding it."""
+    """Jobs whose finalizer can go now: counted (UID recorded) and still holding it, or being
+    deleted before they were ever admitted (never a run, nothing to count)."""
     done = set(accounted)
-    return [j for j in jobs if has_finalizer(j) and uid_of(j) in done]
+    return [j for j in jobs if has_finalizer(j) and (
+        uid_of(j) in done or (awaiting_admission(j) and deleting(j)))]
 
 
 def without_finalizer(job: dict[str, Any]) -> list[str]:

@@ -67,12 +67,21 @@ def step_admit(ctx: Pass) -> None:
         return str(ann.get(api.ANN_CRONJOB_SCHEDULED)
                    or job["metadata"].get("creationTimestamp") or "")
 
+    decided = set(ctx.new.accounted)  # missed in an earlier pass, not deleted yet
+    ctx.to_delete += [j["metadata"]["name"] for j in waiting
+                      if accounting.uid_of(j) in decided]
+    waiting = [j for j in waiting if accounting.uid_of(j) not in decided]
     manual = [j for j in waiting if (j["metadata"].get("annotations") or {}).get(
         CRONJOB_INSTANTIATE) == "manual"]
     scheduled = sorted((j for j in waiting if j not in manual), key=due)
-    for job in scheduled[:-1]:  # superseded: only the most recent time is ever started
-        _miss(ctx, job, "a newer scheduled run superseded it")
-    candidates = manual + scheduled[-1:]
+    started = max((due(j) for j in ctx.jobs.values() if not accounting.awaiting_admission(j)
+                   and api.ANN_CRONJOB_SCHEDULED in (j["metadata"].get("annotations") or {})),
+                  default="")
+    # Superseded: only the most recent time is ever started (and never one older than a time
+    # that already started).
+    while scheduled and (len(scheduled) > 1 or due(scheduled[0]) < started):
+        _miss(ctx, scheduled.pop(0), "a newer scheduled run superseded it")
+    candidates = manual + scheduled
     for job in candidates:
         is_manual = job in manual
         when = st.parse_time(due(job)) or ctx.now
@@ -97,9 +106,6 @@ def step_admit(ctx: Pass) -> None:
 def _miss(ctx: Pass, job: dict[str, Any], why: str) -> None:
     """A waiting Job that will not run: counted missed now, deleted after the write."""
     uid = accounting.uid_of(job)
-    if uid in ctx.new.accounted:
-        ctx.to_delete.append(job["metadata"]["name"])  # counted before; delete again
-        return
     stats = ctx.new.stats.model_copy(update={"missed": ctx.new.stats.missed + 1})
     ctx.new = ctx.new.model_copy(update={"stats": stats,
                                          "accounted": [*ctx.new.accounted, uid]})

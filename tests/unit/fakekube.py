@@ -136,6 +136,7 @@ class FakeKube:
 
     def delete(self, api_version: str, plural: str, namespace: str, name: str,
                propagation: str = "Background") -> None:
+        self._check("delete", plural)
         self.writes.append(("delete", plural, name))
         self.remove(plural, namespace, name)
 

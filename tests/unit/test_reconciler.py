@@ -4,6 +4,7 @@ sentence. Each row is a script of world events and passes, then expectations."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -355,6 +356,24 @@ def expect_latest_admitted_rest_missed(w: World) -> None:
     assert w.stats["missed"] == 2
 
 
+def missed_then_crash_before_the_delete(w: World) -> None:
+    w.settle()
+    jobs = [w.kube.cronjob_tick(T0.replace(hour=h)) for h in (11, 12)]
+    w.at(2 * 3600 + 5)
+    w.kube.fail_next[("delete", "jobs")] = KubeError(500, "Internal", "crash")
+    with contextlib.suppress(KubeError):
+        w.sync()  # counts the superseded Job missed, then dies before deleting it
+    w.rec = Reconciler(w.kube, clock=w.clock)  # type: ignore[arg-type]  # a restart
+    w.settle()
+    w.extra = jobs  # type: ignore[attr-defined]
+
+
+def expect_missed_once(w: World) -> None:
+    old, latest = w.extra  # type: ignore[attr-defined]
+    assert w.stats["missed"] == 1
+    assert w.kube.job(old) is None and w.kube.unsuspended(latest)
+
+
 def legacy_annotations_migrate(w: World) -> None:
     w.annotate(last_handled_cancel="old", cancel="old")
     run_now(w, "a")
@@ -460,6 +479,8 @@ CASES = [
          {}, empty_run_now, expect_invalid_trigger_once),
     Case("run-force 'true' with a run active, Forbid: the forced run starts",
          {}, run_now_with_force_true_while_active, expect_both_running),
+    Case("a superseded Job counted missed, crash before its delete: missed once after restart",
+         CRON, missed_then_crash_before_the_delete, expect_missed_once),
     Case("a cancel token handled by an older version (annotation) is not handled again",
          {}, legacy_annotations_migrate, expect_old_cancel_not_redone),
 ]
