@@ -19,16 +19,16 @@ from bgjob.metrics import Metrics
 T = le.Timing()
 WALL = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
 STAMP = le.micro_time(WALL)
-HELD = le.Record("b", 15, "2026-12-03T17:00:00.000000Z", "2026-12-03T17:59:59.000000Z", 3, "7")
+HELD = le.Record("b", 10, "2026-12-03T17:00:00.000000Z", "2026-12-03T17:59:59.000000Z", 3, "7")
 
 
 @pytest.mark.parametrize(("name", "observed", "seen_for", "action", "holder", "transitions"), [
     ("no lease: create it, holding it", None, 0.0, le.Action.CREATE, "a", 0),
-    ("ours: renew, keep transitions", le.Record("a", 15, "x", "y", 2, "5"), 0.0,
+    ("ours: renew, keep transitions", le.Record("a", 10, "x", "y", 2, "5"), 0.0,
      le.Action.RENEW, "a", 2),
     ("held by another, just seen: wait", HELD, 0.0, le.Action.WAIT, None, None),
-    ("held by another, unchanged for 14.9 s: wait", HELD, 14.9, le.Action.WAIT, None, None),
-    ("held by another, unchanged for 15 s: take over", HELD, 15.0, le.Action.ACQUIRE, "a", 4),
+    ("held by another, unchanged for 9.9 s: wait", HELD, 9.9, le.Action.WAIT, None, None),
+    ("held by another, unchanged for 10 s: take over", HELD, 10.0, le.Action.ACQUIRE, "a", 4),
     ("released (no holder): take it at once", le.Record("", 1, "x", "y", 3, "8"), 0.0,
      le.Action.ACQUIRE, "a", 4),
     ("released with the 1 s duration, seen for a while: take it",
@@ -55,7 +55,7 @@ def test_decide(name: str, observed: le.Record | None, seen_for: float, action: 
 
 
 @pytest.mark.parametrize(("renewed_ago", "leading"), [
-    (None, False), (0.0, True), (9.9, True), (10.0, False), (30.0, False)])
+    (None, False), (0.0, True), (6.9, True), (7.0, False), (30.0, False)])
 def test_a_leader_acts_only_within_the_renew_deadline(renewed_ago: float | None,
                                                       leading: bool) -> None:
     renewed_at = None if renewed_ago is None else 50.0 - renewed_ago
@@ -138,22 +138,22 @@ def test_one_leader_then_takeover_after_the_lease_expires() -> None:
         await a.try_once()
         await b.try_once()
         assert log == ["a started"] and a.leading() and not b.leading()
-        for _ in range(5):  # a renews every 2 s; b keeps waiting
-            clock.now += 2
+        for _ in range(8):  # a renews every retry period; b keeps waiting
+            clock.now += T.retry_period
             await a.try_once()
             await b.try_once()
         assert log == ["a started"]
         store.down = True  # a is cut off from the API server (b too, for now)
-        clock.now += 9.9
+        clock.now += T.renew_deadline - 0.1
         assert a.leading()
         clock.now += 0.1
         assert not a.leading()  # the fence closes on its own, loop or no loop
         await a.try_once()
         assert log == ["a started", "a stopped"]
         store.down = False
-        await b.try_once()  # the record it sees is unchanged, but it has seen it for 10 s
+        await b.try_once()  # the record it sees is unchanged, but it has seen it for 7 s
         assert not b.leading()
-        clock.now += 5
+        clock.now += T.lease_duration - T.renew_deadline
         await b.try_once()
         assert log == ["a started", "a stopped", "b started"] and b.leading()
         await a.try_once()  # a comes back: it waits
@@ -218,3 +218,11 @@ def test_fence_refuses_writes_before_they_are_sent() -> None:
     with pytest.raises(NotLeader):
         kube.patch("batch/v1", "jobs", "ns", "x", {})
     assert not kube.writes  # refused, not sent: nothing to count
+
+
+def test_the_timing_keeps_its_promises() -> None:
+    """A leader stops before anyone may take over, and a crash is handed over in 15 s with
+    room for one pass (the worst case is the lease plus two retry periods)."""
+    t = le.Timing()
+    assert 1.2 * t.retry_period < t.renew_deadline < t.lease_duration
+    assert t.lease_duration + 2 * t.retry_period <= 13.0
