@@ -46,6 +46,8 @@ class Elector:
         self._observed: le.Record | None = None
         self._observed_at = 0.0
         self._timeout = self.timing.renew_deadline / 2
+        self._round = asyncio.Lock()  # one round at a time, and none during the release
+        self._stopping = False
 
     def leading(self) -> bool:
         return le.still_leading(self.renewed_at, self.clock(), self.timing)
@@ -53,12 +55,17 @@ class Elector:
     async def run(self) -> None:
         log.info("leader election: lease %s/%s as %s", self.namespace, self.name,
                  self.identity)
-        while True:
+        while not self._stopping:
             await self.try_once()
             await asyncio.sleep(self.timing.retry_period)
 
     async def try_once(self) -> None:
         """One round: read, decide, write; then step down if the deadline has passed."""
+        async with self._round:
+            if not self._stopping:
+                await self._round_locked()
+
+    async def _round_locked(self) -> None:
         now = self.clock()
         try:
             record = le.parse(await asyncio.to_thread(self._get))
@@ -85,8 +92,10 @@ class Elector:
             log.warning("lease %s failed: %s", decision.action.value, exc)
             self._check_deadline()
             return
-        self.renewed_at = now
         self._observed, self._observed_at = le.parse(written), now
+        if self._stopping:  # released meanwhile: this write is undone by the release
+            return
+        self.renewed_at = now
         if not self.acting:
             self._start(decision.reason)
 
@@ -113,13 +122,21 @@ class Elector:
 
     async def release(self) -> None:
         """On a graceful shutdown: stop acting, then hand the Lease back so a standby takes
-        over on its next try instead of waiting out the lease duration."""
-        mine = self._observed if self.acting and self.leading() else None
-        self._step_down("shutting down")
+        over on its next try instead of waiting out the lease duration. No round runs after
+        this one begins: a renewal in flight could otherwise take the Lease back."""
+        self._stopping = True
+        self._step_down("shutting down")  # at once, even if a round is still in flight
+        async with self._round:
+            await self._release_locked()
+
+    async def _release_locked(self) -> None:
+        mine = self._observed  # the newest record we read or wrote; the PUT is conditional
         if mine is None or mine.holder != self.identity:
             return
         try:
-            await asyncio.to_thread(self._write, le.Action.RENEW, le.released(mine, self.wall()))
+            written = await asyncio.to_thread(self._write, le.Action.RENEW,
+                                              le.released(mine, self.wall()))
+            self._observed = le.parse(written)
             log.info("released the lease")
         except Exception as exc:
             log.warning("releasing the lease failed: %s", exc)

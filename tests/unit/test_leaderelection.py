@@ -226,3 +226,21 @@ def test_the_timing_keeps_its_promises() -> None:
     t = le.Timing()
     assert 1.2 * t.retry_period < t.renew_deadline < t.lease_duration
     assert t.lease_duration + 2 * t.retry_period <= 13.0
+
+
+def test_no_round_after_the_release_takes_the_lease_back() -> None:
+    store, clock, log = LeaseStore(), Clock(), list[str]()
+    a, _ = candidate(store, clock, "a", log)
+
+    async def scenario() -> None:
+        await a.try_once()
+        await a.release()
+        clock.now += 1
+        await a.try_once()  # the loop's next round, had it not stopped: the lease is free
+        assert not a.leading() and log == ["a started", "a stopped"]
+        writes = len(store.writes)
+        await a.release()  # main's finally releases again after the signal handler did
+        assert len(store.writes) == writes
+
+    asyncio.run(scenario())
+    assert store.lease is not None and store.lease["spec"]["holderIdentity"] is None
