@@ -95,21 +95,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 class Operator:
     """``bgjob-operator`` as a child process; restartable, so tests can kill it mid-flight."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.args = args or []
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = localcluster.free_port()
         self.metrics_port = localcluster.free_port()
 
     def start(self) -> None:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
-                   BGJOB_DEBUG="1")
+                   BGJOB_DEBUG="1", **self.env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bgjob", "--listen-address", "127.0.0.1",
              "--health-port", str(self.health_port),
-             "--metrics-port", str(self.metrics_port)],
+             "--metrics-port", str(self.metrics_port), *self.args],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             preexec_fn=localcluster._die_with_parent,
         )

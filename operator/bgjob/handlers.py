@@ -20,7 +20,7 @@ import kopf
 
 from bgjob import accounting, api
 from bgjob.informer import Informer, pack, unpack
-from bgjob.k8s import Kube, KubeError
+from bgjob.k8s import Kube, KubeError, NotLeader
 from bgjob.metrics import Metrics
 from bgjob.reconciler import Observed, Reconciler
 from bgjob.workqueue import MAX_ERROR_BACKOFF, WorkQueue
@@ -45,10 +45,14 @@ class Controller:
         self.bgjobs: dict[Key, bytes] = {}  # the newest body kopf delivered, packed
         self.informers: dict[str, list[Informer]] = {"jobs": [], "cronjobs": []}
         self.synced = asyncio.Event()
+        # Passes run only while both hold: caches synced and this replica the leader (always,
+        # without leader election). A standby keeps its caches warm and acts on nothing.
+        self.leading = True
+        self.acting = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
         self.queue: WorkQueue[Key] = WorkQueue(
-            self._pass, gate=self.synced, max_backoff=MAX_ERROR_BACKOFF,
+            self._pass, gate=self.acting, max_backoff=MAX_ERROR_BACKOFF,
             describe=lambda key: "/".join(key), what="reconcile")
 
     async def sync(self, namespaces: Sequence[str]) -> None:
@@ -65,6 +69,26 @@ class Controller:
         self.synced.set()
         log.info("caches synced: %d Jobs, %d CronJobs",
                  *(sum(len(i) for i in group) for group in self.informers.values()))
+        self._open_gate()
+
+    def _open_gate(self) -> None:
+        if self.leading and self.synced.is_set():
+            self.acting.set()
+
+    def start_leading(self) -> None:
+        """This replica became the active one: every known BackgroundJob gets a pass, which
+        re-derives its timers, retries and schedules from status (a standby armed none)."""
+        self.leading = True
+        self._open_gate()
+        for key in list(self.bgjobs):
+            self.queue.add_after(key, 0)
+
+    def stop_leading(self) -> None:
+        """Leadership is lost: no new pass starts, and no timer is left to start one. Passes
+        already running in threads are stopped at their next write by the Kube fence."""
+        self.leading = False
+        self.acting.clear()
+        self.queue.cancel_timers()
 
     def _all_informers(self) -> list[Informer]:
         return [i for group in self.informers.values() for i in group]
@@ -80,7 +104,7 @@ class Controller:
             return
         if key in self.bgjobs:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.reconcile(key)))
-        elif self.synced.is_set():
+        elif self.acting.is_set():
             self.pool.submit(self._release_orphans, key)
 
     def _release_orphans(self, key: Key) -> None:
@@ -89,6 +113,8 @@ class Controller:
         be stuck. Only deleting Jobs: a live one may belong to an object kopf has not shown."""
         for informer in self.informers["jobs"]:
             for job in informer.get(key):
+                if not self.acting.is_set():
+                    return
                 if key in self.bgjobs or not (accounting.has_finalizer(job)
                                               and accounting.deleting(job)):
                     continue
@@ -99,6 +125,8 @@ class Controller:
                                      "finalizers": accounting.without_finalizer(job)}})
                     log.info("released Job %s/%s of a deleted BackgroundJob", *key[:1],
                              meta["name"])
+                except NotLeader:
+                    return
                 except KubeError as exc:
                     log.debug("release of %s/%s: %s", meta["namespace"], meta["name"], exc)
 
@@ -131,7 +159,11 @@ class Controller:
         return through or 0, objs
 
     async def reconcile(self, key: Key) -> None:
-        await self.queue.add(key)
+        """A pass of ``key`` (awaited, so kopf's worker for the object waits for it). On a
+        standby, nothing: kopf's handler returns at once, so the next event still refreshes
+        the cached body, and ``start_leading`` queues every key."""
+        if self.leading:
+            await self.queue.add(key)
 
     async def _pass(self, key: Key) -> float | None:
         """One reconcile of ``key`` (the queue holds its lock): the requeue delay, or None."""
@@ -143,6 +175,9 @@ class Controller:
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(
                 self.pool, self.reconciler.reconcile, obs)
+        except NotLeader:
+            log.info("pass of %s/%s stopped: no longer the leader", *key)
+            return None
         except Exception:
             self._count("error", started)
             raise

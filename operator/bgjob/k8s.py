@@ -12,7 +12,7 @@ import contextlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +46,10 @@ class Invalid(KubeError):
 
 class Forbidden(KubeError):
     pass
+
+
+class NotLeader(KubeError):
+    """A write refused before it was sent: this replica is not the active one (``fence``)."""
 
 
 def _convert(status: int, reason: str, raw: Any) -> KubeError:
@@ -107,17 +111,26 @@ def _resource(method: str, path: str) -> str:
 
 
 class Kube:
-    """Thread-safe thin REST wrapper; ``writes`` counts requests by verb and resource."""
+    """Thread-safe thin REST wrapper; ``writes`` counts requests by verb and resource.
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    ``fence``, when set, is asked before every write: with two replicas only the leader may
+    write, and asking here, at the one door every write goes through, covers the passes and
+    releases already running in threads when leadership is lost (``bgjob.leader``)."""
+
+    def __init__(self, api_client: client.ApiClient,
+                 fence: Callable[[], bool] | None = None) -> None:
         self.api_client = api_client
+        self.fence = fence
         self.writes: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def request(self, method: str, path: str, body: Any = None,
                 content_type: str = "application/json",
-                query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+                query: list[tuple[str, str]] | None = None,
+                timeout: float = 60) -> dict[str, Any]:
         if method != "GET":
+            if self.fence is not None and not self.fence():
+                raise NotLeader(0, "NotLeader", f"{method} {path}: this replica is on standby")
             with self._lock:
                 self.writes[f"{method} {_resource(method, path)}"] += 1
         method_, url, headers, payload, post = self.api_client.param_serialize(
@@ -127,7 +140,7 @@ class Kube:
         )
         try:
             resp = self.api_client.call_api(method_, url, header_params=headers, body=payload,
-                                            post_params=post, _request_timeout=60)
+                                            post_params=post, _request_timeout=timeout)
             data = resp.read()
         except ApiException as exc:
             raise _convert(int(exc.status or 0), exc.reason or "", exc.body) from None

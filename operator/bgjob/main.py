@@ -8,6 +8,8 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +19,10 @@ import kopf
 from bgjob import api, serving
 from bgjob.handlers import Controller, register
 from bgjob.k8s import Kube, load_config
+from bgjob.leader import Elector
 from bgjob.metrics import Metrics
+
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,7 +55,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="log format (env BGJOB_LOG_FORMAT, default text)")
     parser.add_argument("--peering", action="store_true",
                         default=env("BGJOB_PEERING", "") in ("1", "true"),
-                        help="coordinate with other replicas through kopf peering (one active)")
+                        help="run with other replicas, one active: leader election on a "
+                        "coordination.k8s.io Lease (env BGJOB_PEERING=1)")
+    parser.add_argument("--lease-namespace", default=env("BGJOB_LEASE_NAMESPACE")
+                        or env("POD_NAMESPACE") or _own_namespace(),
+                        help="namespace of the Lease with --peering (env BGJOB_LEASE_NAMESPACE "
+                        "or POD_NAMESPACE; default: the pod's own namespace)")
+    parser.add_argument("--lease-name", default=env("BGJOB_LEASE_NAME", "bgjob-operator"),
+                        help="name of the Lease with --peering (default bgjob-operator)")
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"),
                         help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     parser.add_argument("--listen-address", default=env("BGJOB_LISTEN_ADDRESS", "0.0.0.0"),
@@ -59,6 +71,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.namespace is None:
         args.namespace = [n for n in env("BGJOB_NAMESPACE", "").split(",") if n]
     return args
+
+
+def _own_namespace() -> str:
+    try:
+        with open(SA_NAMESPACE_FILE) as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def identity() -> str:
+    """The Lease holder's name: the pod's (downward API), else host and process, unique."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def setup_logging(fmt: str) -> None:
@@ -110,6 +135,39 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # start (found by the benchmark: 100 BackgroundJobs and a limit of 64 never started).
 
 
+def _elector(args: argparse.Namespace, kube: Kube, controller: Controller,
+             metrics: Metrics) -> Elector | None:
+    """With ``--peering``, leader election gates the controller and fences every write;
+    without it this replica is always the active one."""
+    if not args.peering:
+        metrics.leader.set(1)
+        return None
+    controller.leading = False
+    elector = Elector(Kube(kube.api_client), args.lease_namespace, args.lease_name,
+                      identity(), on_started=controller.start_leading,
+                      on_stopped=controller.stop_leading, metrics=metrics)
+    kube.fence = elector.leading
+    return elector
+
+
+def _on_signals(elector: Elector, stop: asyncio.Event) -> None:
+    """Replace kopf's SIGTERM/SIGINT handlers (once it installed them): hand the Lease back
+    first, so a standby takes over while this process is still shutting kopf down."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def release_then_stop() -> None:
+        await elector.release()
+        stop.set()
+
+    def handle() -> None:
+        if not tasks:
+            tasks.add(loop.create_task(release_then_stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handle)
+
+
 async def run(args: argparse.Namespace) -> None:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
@@ -117,9 +175,12 @@ async def run(args: argparse.Namespace) -> None:
     metrics = Metrics()
     metrics.track_writes(kube.writes)
     health = serving.Health()
+    serving.KopfErrors.attach(health)
     registry = kopf.OperatorRegistry()
     controller = Controller(kube, metrics)
     register(registry, controller)
+    elector = _elector(args, kube, controller, metrics)
+    stop = asyncio.Event()
 
     @kopf.on.startup(registry=registry)
     def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -135,17 +196,28 @@ async def run(args: argparse.Namespace) -> None:
     probe = asyncio.create_task(serving.probe_api(kube, args.namespace, health))
     health.caches = controller.synced
     syncing = asyncio.create_task(controller.sync(args.namespace))
+    # kopf runs standalone in every replica: its only handler (on.event) writes nothing and
+    # feeds the caches, which a standby keeps warm; leader election gates what acts.
     health.operator_task = asyncio.create_task(kopf.operator(
         registry=registry,
-        standalone=not args.peering,
-        peering_name="bgjob-operator" if args.peering else None,
+        standalone=True,
         namespaces=args.namespace,
         clusterwide=not args.namespace,
         ready_flag=health.started,
+        stop_flag=stop,
     ))
+    electing: asyncio.Task[None] | None = None
+    if elector is not None:
+        electing = asyncio.create_task(elector.run())
+        await asyncio.wait([health.operator_task, asyncio.create_task(health.started.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        _on_signals(elector, stop)
     try:
         await health.operator_task
     finally:
+        if elector is not None and electing is not None:
+            electing.cancel()
+            await elector.release()
         probe.cancel()
         syncing.cancel()
         controller.stop()
@@ -156,7 +228,6 @@ async def run(args: argparse.Namespace) -> None:
 def _memory_report_on_sigusr1(path: str) -> None:
     """``BGJOB_TRACEMALLOC=<file>``: on SIGUSR1, write where the heap was allocated (for the
     benchmark's memory-per-object measure)."""
-    import signal
     import tracemalloc
 
     tracemalloc.start(12)

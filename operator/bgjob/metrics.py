@@ -88,6 +88,11 @@ class Metrics:
         self.conditions = Gauge("bgjob_status_condition",
                                 "1 for each status condition's current status and reason.",
                                 [*obj, "type", "status", "reason"], registry=r)
+        self.leader = Gauge("bgjob_leader", "1 while this replica is the active one (always 1 "
+                            "without --peering), 0 on a standby.", registry=r)
+        self.leader_transitions = Counter(
+            "bgjob_leader_transitions_total",
+            "Times this replica became the active one (handovers to it).", registry=r)
         for result in RECONCILE_RESULTS:  # an error's first step is visible to rate()
             self.reconciles.labels(result)
             self.reconcile_seconds.labels(result)
@@ -178,6 +183,11 @@ class Metrics:
         """Expose the API client's own write counter (``bgjob_api_writes_total``), so the
         benchmark can cross-check what the API server's audit log counted."""
         self.registry.register(_WritesCollector(writes))
+
+    def leadership(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
+        if leading:
+            self.leader_transitions.inc()
 
     def reconciled(self, result: str, seconds: float) -> None:
         self.reconciles.labels(result).inc()

@@ -5,9 +5,14 @@ liveness probe, which is the point of it.
 
 * ``/healthz``: the process is alive and kopf's watch loop is still running.
 * ``/readyz``: kopf finished starting, the informers listed every Job and CronJob of ours,
-  and the operator's own listing of BackgroundJobs in every watched namespace succeeded within
+  the operator's own listing of BackgroundJobs in every watched namespace succeeded within
   the last ``READY_WINDOW`` seconds (connected to the API server, the CRD is installed, RBAC
-  allows the list).
+  allows the list), and kopf reported no failed API request in the last
+  ``KOPF_ERROR_WINDOW`` seconds. The last check is there because kopf talks to the API through
+  its own HTTP session and credentials: a pod once went Ready while every kopf request failed
+  on DNS, and our own listing could not see it. kopf logs each failed attempt before it
+  retries, and that log record is the signal (``KopfErrors``). A standby replica is ready too:
+  it serves ``/metrics`` and keeps its caches warm.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -26,8 +31,13 @@ from bgjob.k8s import Kube, path_for
 from bgjob.metrics import Metrics
 
 log = logging.getLogger("bgjob.serving")
-PROBE_INTERVAL = 10.0
-READY_WINDOW = 35.0
+# Unready within READY_WINDOW of losing the API server (the contract says 35 s at most): the
+# probe's own timeout plus one interval fit well inside it.
+PROBE_INTERVAL = 5.0
+PROBE_TIMEOUT = 5.0
+READY_WINDOW = 20.0
+KOPF_ERROR_WINDOW = 20.0  # kopf retries a failed request after 1-2 s, so errors keep coming
+KOPF_CLIENT_LOGGERS = "kopf._cogs.clients"
 
 
 @dataclass
@@ -37,6 +47,8 @@ class Health:
     last_error: str = ""
     operator_task: asyncio.Task[None] | None = None
     caches: asyncio.Event | None = None  # the child informers' initial listing is done
+    kopf_error_at: float | None = None
+    kopf_error: str = ""
 
     def alive(self) -> tuple[bool, str]:
         task = self.operator_task
@@ -54,7 +66,28 @@ class Health:
             return False, f"initial listing not done: {self.last_error or 'pending'}"
         if now - self.listed_at > READY_WINDOW:
             return False, f"API server unreachable: {self.last_error}"
+        if self.kopf_error_at is not None and now - self.kopf_error_at < KOPF_ERROR_WINDOW:
+            return False, f"kopf cannot reach the API server: {self.kopf_error}"
         return True, "ok"
+
+
+class KopfErrors(logging.Handler):
+    """Notes kopf's failed API requests in ``Health`` (attached to kopf's client loggers)."""
+
+    def __init__(self, health: Health, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(logging.ERROR)
+        self.health = health
+        self.clock = clock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.health.kopf_error_at = self.clock()
+        self.health.kopf_error = record.getMessage()[:300]
+
+    @classmethod
+    def attach(cls, health: Health) -> KopfErrors:
+        handler = cls(health)
+        logging.getLogger(KOPF_CLIENT_LOGGERS).addHandler(handler)
+        return handler
 
 
 async def probe_api(kube: Kube, namespaces: Sequence[str], health: Health,
@@ -66,7 +99,7 @@ async def probe_api(kube: Kube, namespaces: Sequence[str], health: Health,
         try:
             for path in paths:
                 await asyncio.to_thread(kube.request, "GET", path, None, "application/json",
-                                        [("limit", "1")])
+                                        [("limit", "1")], PROBE_TIMEOUT)
             health.listed_at = time.monotonic()
             health.last_error = ""
         except Exception as exc:

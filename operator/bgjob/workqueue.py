@@ -74,6 +74,8 @@ class WorkQueue(Generic[K]):
             await self._gate.wait()
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock:
+            if self._gate is not None:  # it may have closed while this waited for the lock
+                await self._gate.wait()
             self.pending.discard(key)
             try:
                 again = await self._process(key)
@@ -108,6 +110,12 @@ class WorkQueue(Generic[K]):
         task = asyncio.ensure_future(self.add(key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def cancel_timers(self) -> None:
+        """Drop every requeue timer (a standby keeps none; the next leader re-derives them)."""
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
 
     def forget(self, key: K) -> None:
         """The object is gone: drop its timer, lock and failure count."""

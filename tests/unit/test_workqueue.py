@@ -225,3 +225,38 @@ def test_the_event_loops_timer_is_the_default() -> None:
         assert work.calls == ["a"]
 
     asyncio.run(go())
+
+
+def test_a_gate_that_closes_while_a_pass_waits_for_the_lock_holds_it() -> None:
+    """Leadership lost while a pass of the same key runs: the queued pass does not start."""
+    async def go() -> None:
+        work = Work()
+        gate = asyncio.Event()
+        gate.set()
+        queue, _ = make(work, gate)
+        release = work.hold("a")
+        first = asyncio.ensure_future(queue.add("a"))
+        await settle()
+        second = asyncio.ensure_future(queue.add("a"))
+        await settle()
+        gate.clear()          # step down
+        release.set()
+        await first
+        await settle()
+        assert work.calls == ["a"] and not second.done()
+        gate.set()            # leading again
+        await second
+        assert work.calls == ["a", "a"]
+
+    asyncio.run(go())
+
+
+def test_cancel_timers_leaves_no_timer_to_act() -> None:
+    async def go() -> None:
+        queue, sched = make(Work())
+        queue.add_after("a", 5)
+        queue.add_after("b", 9)
+        queue.cancel_timers()
+        assert sched.live() == [] and queue.timers == {}
+
+    asyncio.run(go())

@@ -27,7 +27,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{/* What kopf (the framework) needs: watch the three kinds it indexes; peering if on. */}}
+{{/* What kopf (the framework) and our informers need: list and watch the three kinds. */}}
 {{- define "bgjob.frameworkRules" -}}
 - apiGroups: [bgjob.dev]
   resources: [backgroundjobs]
