@@ -9,38 +9,22 @@ by ``bgjob.cliview`` (pure, golden-tested).
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
-import yaml
-from kubernetes.config.config_exception import ConfigException
 from pydantic import ValidationError
 
-from bgjob import api, cliview, manifests, schedule, triggers
+from bgjob import api, cliview, schedule
 from bgjob import status as st
 from bgjob.api import Schedule
-from bgjob.k8s import Forbidden, Kube, KubeError, NotFound, load_config, path_for
+from bgjob.clicomplete import _live_names, candidates, cmd_completion
+from bgjob.clirun import cmd_run, new_token
+from bgjob.clisession import CliError, Session, _as_list, _dump, _empty, _output
 
-T = TypeVar("T")
 ANN_RESUME = f"{api.GROUP}/resume"
-EXIT_ERROR = 1
-EXIT_TIMEOUT = 124
-TOO_MANY_TRIES = 10
-PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-
-
-class CliError(Exception):
-    """A failure the user should read as one line; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # -- offline: validate --------------------------------------------------------------------
@@ -96,153 +80,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # -- the cluster side ---------------------------------------------------------------------
-
-def _dump(doc: Any, fmt: str) -> None:
-    if fmt == "json":
-        print(json.dumps(doc, indent=2))
-    else:
-        print(yaml.safe_dump(doc, sort_keys=False), end="")
-
-
-class Session:
-    """One plugin invocation's view of the cluster: client, namespace, error wording."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        try:
-            self.kube = Kube(load_config(args.kubeconfig, args.context, retries=0))
-        except (ConfigException, OSError, TypeError, ValueError) as exc:
-            raise CliError(f"no usable kubeconfig: {str(exc).splitlines()[0]}") from None
-        self.server = str(self.kube.api_client.configuration.host)
-        self.namespace = args.namespace or _kubeconfig_namespace(args)
-
-    def call(self, fn: Callable[[], T], name: str | None = None) -> T:
-        """Run one API call; turn every failure into a one-line CliError. Like kubectl, a
-        429 (priority and fairness, or storage still initializing) is retried a few times."""
-        for attempt in range(TOO_MANY_TRIES):
-            try:
-                return fn()
-            except CliError:
-                raise
-            except KubeError as exc:
-                if exc.status == 429 and attempt + 1 < TOO_MANY_TRIES:
-                    time.sleep(1)
-                    continue
-                raise self.explain(exc, name) from None
-            except Exception as exc:
-                raise self.explain(exc, name) from None
-        raise AssertionError("unreachable")
-
-    def explain(self, exc: Exception, name: str | None = None) -> CliError:
-        if isinstance(exc, NotFound):
-            if name and "not found" in exc.message:
-                return CliError(f'backgroundjob "{name}" not found in namespace '
-                                f'"{self.namespace}"')
-            return CliError("the BackgroundJob CRD is not installed in this cluster "
-                            "(kubectl apply -f crds/, or install the Helm chart)")
-        if isinstance(exc, Forbidden):
-            return CliError(f"forbidden: {exc.message}")
-        if isinstance(exc, KubeError):
-            return CliError(f"{exc.reason or 'error'}: {exc.message}")
-        return CliError(f"cannot reach the API server at {self.server}: {_root_cause(exc)}")
-
-    def get(self, name: str) -> dict[str, Any]:
-        return self.call(lambda: self.kube.get(api.API_VERSION, api.PLURAL, self.namespace,
-                                               name), name)
-
-    def all(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
-        ns = None if all_namespaces else self.namespace
-        items = self.call(lambda: self.kube.list(api.API_VERSION, api.PLURAL, ns))
-        return sorted(items, key=lambda i: (i["metadata"].get("namespace", ""),
-                                            i["metadata"]["name"]))
-
-    def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call(lambda: self.kube.patch(api.API_VERSION, api.PLURAL, self.namespace,
-                                                 name, body), name)
-
-    def job(self, job: str) -> dict[str, Any] | None:
-        def get() -> dict[str, Any] | None:
-            try:
-                return self.kube.get("batch/v1", "jobs", self.namespace, job)
-            except NotFound:  # the Job is not there (yet, or any more)
-                return None
-
-        return self.call(get)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        selector = f"involvedObject.name={name},involvedObject.kind={api.KIND}"
-        doc = self.call(lambda: self.kube.request(
-            "GET", path_for("v1", "events", self.namespace),
-            query=[("fieldSelector", selector)]))
-        return cliview.recent_events(doc.get("items") or [])
-
-    def pods(self, job: str) -> list[dict[str, Any]]:
-        items = self.call(lambda: self.kube.list(
-            "v1", "pods", self.namespace, f"{manifests.JOB_NAME_LABEL}={job}"))
-        return sorted(items, key=lambda p: p["metadata"].get("creationTimestamp", ""))
-
-    def stream_logs(self, pod: str, container: str | None, follow: bool) -> Iterator[str]:
-        query = [("follow", "true" if follow else "false")]
-        if container:
-            query.append(("container", container))
-        path = path_for("v1", "pods", self.namespace, pod, "log")
-        lines = self.kube.stream_lines(path, query)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                return
-            except NotFound as exc:
-                raise CliError(f"no logs: {exc.message}") from None
-            except Exception as exc:
-                raise self.explain(exc) from None
-            yield line
-
-
-def _root_cause(exc: BaseException) -> str:
-    while True:
-        inner = getattr(exc, "reason", None)
-        if isinstance(inner, BaseException) and inner is not exc:
-            exc = inner
-            continue
-        nxt = exc.__cause__ or exc.__context__
-        if nxt is None:
-            break
-        exc = nxt
-    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-    if "Connection refused" in text or isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    return text[:200]
-
-
-def _kubeconfig_namespace(args: argparse.Namespace) -> str:
-    from kubernetes import config
-
-    try:
-        contexts, ctx = config.list_kube_config_contexts(config_file=args.kubeconfig)
-        if args.context:
-            ctx = next(c for c in contexts if c["name"] == args.context)
-        return str(ctx["context"].get("namespace") or "default")
-    except Exception:
-        return "default"
-
-
-def _output(args: argparse.Namespace, doc: Any) -> bool:
-    """Print ``doc`` for scripts when -o json|yaml was asked for."""
-    if getattr(args, "output", "table") in ("json", "yaml"):
-        _dump(doc, args.output)
-        return True
-    return False
-
-
-def _as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "List", "items": items}
-
-
-def _empty(s: Session, all_namespaces: bool, what: str = "BackgroundJobs") -> None:
-    where = "" if all_namespaces else f" in namespace {s.namespace}"
-    print(f"No {what} found{where}.", file=sys.stderr)
-
 
 def cmd_list(args: argparse.Namespace) -> int:
     s = Session(args)
@@ -306,131 +143,6 @@ def cmd_overdue(args: argparse.Namespace) -> int:
 
 # -- writes: run, cancel, suspend, resume -------------------------------------------------
 
-def parse_params(pairs: Sequence[str]) -> dict[str, str]:
-    """``--param k=v`` pairs, judged by the operator's own rules before anything is written."""
-    params: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise CliError(f"--param {pair!r}: expected KEY=VALUE")
-        if not PARAM_KEY.match(key):
-            raise CliError(f"--param {pair!r}: the key must start with a letter or _ and "
-                           "hold only letters, digits, _ . -")
-        params[key] = value
-    try:
-        triggers.parse_parameters(json.dumps(params))
-    except triggers.TriggerError as exc:
-        raise CliError(str(exc)) from None
-    return params
-
-
-def new_token() -> str:
-    return str(time.time_ns() // 1_000_000)
-
-
-def run_patch(token: str, params: dict[str, str], force: bool) -> dict[str, Any]:
-    """One metadata patch: the token, and this run's parameters and force (or none, so that
-    an earlier run's leftovers do not leak into this one)."""
-    return {"metadata": {"annotations": {
-        api.ANN_RUN_NOW: token,
-        api.ANN_RUN_PARAMETERS: json.dumps(params, sort_keys=True) if params else None,
-        api.ANN_RUN_FORCE: "true" if force else None,
-    }}}
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    params = parse_params(args.param)
-    s = Session(args)
-    s.get(args.name)
-    token = args.token or new_token()
-    job = manifests.manual_job_name(args.name, token)
-    s.patch(args.name, run_patch(token, params, args.force))
-    if not (args.wait or args.logs):
-        print(f"job.batch/{job}")
-        return 0
-    print(f"job.batch/{job}", file=sys.stderr)
-    deadline = time.monotonic() + args.timeout
-    _await_start(s, args.name, token, job, deadline)
-    return _follow(s, args.name, job, deadline, args.logs)
-
-
-def _poll(deadline: float, what: str) -> None:
-    if time.monotonic() > deadline:
-        raise CliError(f"timed out waiting for {what}", EXIT_TIMEOUT)
-    time.sleep(0.5)
-
-
-def _await_start(s: Session, name: str, token: str, job: str, deadline: float) -> None:
-    """Until the operator has handled the token: the Job exists, or it said why not."""
-    while True:
-        st = s.get(name).get("status") or {}
-        if st.get("lastHandledRunNow") == token:
-            if s.job(job) is not None:
-                return
-            why = next((e for e in reversed(s.events(name))
-                        if e.get("reason") in ("TriggerRejected", "InvalidTrigger")), None)
-            raise CliError(f"run not started: {why['reason']}: {why.get('message', '')}"
-                           if why else "run not started (see kubectl bgjob describe "
-                           f"{name})")
-        _poll(deadline, f"the operator to start the run of {name}")
-
-
-def _record(st: dict[str, Any], job: str) -> dict[str, Any] | None:
-    return next((r for r in [st.get("lastRun") or {}, *(st.get("runs") or [])]
-                 if r.get("job") == job), None)
-
-
-def _follow(s: Session, name: str, job: str, deadline: float, logs: bool) -> int:
-    """Follow the run through its retries to the end; the exit status is its result."""
-    root = job
-    while True:
-        if logs:
-            _print_logs(s, job, deadline)
-        while True:
-            st = s.get(name).get("status") or {}
-            rec = _record(st, job)
-            if rec and rec.get("result") not in (None, "Running"):
-                break
-            _poll(deadline, f"run {job} to finish")
-        result, code = rec["result"], rec.get("exitCode")
-        detail = f" (exit code {code})" if code is not None else ""
-        print(f"{job}: {result}{detail}", file=sys.stderr)
-        if result not in ("Succeeded", "Cancelled"):
-            # The operator sets status.retry in the same write that records the failure, and
-            # creates the retry Job before it clears status.retry: one of the two is visible.
-            pending = st.get("retry") or {}
-            attempt = int(pending.get("attempt") or 0) if pending.get("job") == job else 0
-            nxt = manifests.retry_job_name(root, attempt or int(rec.get("attempt", 1)) + 1)
-            if attempt or s.job(nxt) is not None:
-                print(f"retry: attempt {attempt or int(rec.get('attempt', 1)) + 1} as {nxt}"
-                      + (f" at {pending.get('nextRetryTime')}" if attempt else ""),
-                      file=sys.stderr)
-                while s.job(nxt) is None:
-                    _poll(deadline, f"retry {nxt} to start")
-                job = nxt
-                continue
-        if result == "Succeeded":
-            return 0
-        return code if isinstance(code, int) and 0 < code < 256 else EXIT_ERROR
-
-
-def _print_logs(s: Session, job: str, deadline: float) -> None:
-    """Stream the newest pod's log once it has one (no kubelet yet means nothing to show)."""
-    while True:
-        pods = [p for p in s.pods(job) if (p.get("spec") or {}).get("nodeName")]
-        if pods and (pods[-1].get("status") or {}).get("phase") not in (None, "Pending"):
-            break
-        if (j := s.job(job)) and any(c.get("type") in ("Complete", "Failed") and
-                                     c.get("status") == "True" for c in
-                                     (j.get("status") or {}).get("conditions") or []):
-            if not pods:
-                return
-            break
-        _poll(deadline, f"a pod of {job} to start")
-    for line in s.stream_logs(pods[-1]["metadata"]["name"], None, follow=True):
-        print(line, flush=True)
-
-
 def cmd_cancel(args: argparse.Namespace) -> int:
     s = Session(args)
     obj = s.get(args.name)
@@ -491,78 +203,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 # -- completion -----------------------------------------------------------------------------
 
-def _verbs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
-
-
-def candidates(parser: argparse.ArgumentParser, words: Sequence[str],
-               names: Callable[[str | None], list[str]]) -> list[str]:
-    """What may come next after ``words`` (the last one being typed): verbs, a verb's flags,
-    or BackgroundJob names (``names(namespace)``, asked only when a name fits)."""
-    verbs = _verbs(parser)
-    *done, cur = [*words] or [""]
-    flags_with_value = {"--kubeconfig", "--context", "-n", "--namespace"}
-    verb, namespace, skip = None, None, False
-    positional: list[str] = []  # after the verb
-    for i, word in enumerate(done):
-        if skip:
-            skip = False
-            continue
-        if word in flags_with_value or (verb and word in ("--param", "--run", "--timeout",
-                                                          "-o", "--output", "-c", "--tz",
-                                                          "--count", "--from", "--name")):
-            skip = True
-            if word in ("-n", "--namespace") and i + 1 < len(done):
-                namespace = done[i + 1]
-            continue
-        if not word.startswith("-"):
-            if verb is None:
-                verb = word
-            else:
-                positional.append(word)
-    if verb is None:
-        return sorted(v for v in verbs if v.startswith(cur))
-    p = verbs.get(verb)
-    if p is None:
-        return []
-    if cur.startswith("-"):
-        return sorted(o for a in p._actions for o in a.option_strings if o.startswith(cur))
-    if any(a.dest == "name" for a in p._actions) and not positional:
-        return sorted(n for n in names(namespace) if n.startswith(cur))
-    return []
-
-
-def _live_names(args: argparse.Namespace) -> Callable[[str | None], list[str]]:
-    def names(namespace: str | None) -> list[str]:
-        try:
-            args.namespace = namespace or args.namespace
-            return [i["metadata"]["name"] for i in Session(args).all()]
-        except Exception:
-            return []
-    return names
-
-
-def completion_script(shell: str) -> str:
-    """Completion for ``kubectl-bgjob``; ``kubectl bgjob`` itself completes through the
-    ``kubectl_complete-bgjob`` executable that kubectl (1.26+) looks for on PATH."""
-    script = """# kubectl bgjob completion; see the README for how to install it.
-_kubectl_bgjob() {
-  local cur="${COMP_WORDS[COMP_CWORD]}"
-  COMPREPLY=($(compgen -W "$(kubectl-bgjob __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" \
-    "$cur" 2>/dev/null)" -- "$cur"))
-}
-complete -F _kubectl_bgjob kubectl-bgjob
-"""
-    if shell == "zsh":
-        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
-    return script
-
-
-def cmd_completion(args: argparse.Namespace) -> int:
-    print(completion_script(args.shell), end="")
-    return 0
-
+# -- the parser -----------------------------------------------------------------------------
 
 def _complete(words: Sequence[str]) -> list[str]:
     parser = build_parser()
@@ -577,8 +218,6 @@ def complete_main() -> None:
         print(word)
     print(":4")
 
-
-# -- the parser -----------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line too (exit 2, like kubectl)."""

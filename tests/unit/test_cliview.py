@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bgjob import api, cli, cliview
+from bgjob import api, cli, clicomplete, clirun, clisession, cliview
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -159,17 +159,17 @@ def test_validate_output(capsys: pytest.CaptureFixture[str]) -> None:
 # -- the plugin's pure parts ---------------------------------------------------------------
 
 def test_parameters_are_judged_before_anything_is_written() -> None:
-    assert cli.parse_params(["scope=full", "SIM_EXIT_CODE=3", "empty="]) == {
+    assert clirun.parse_params(["scope=full", "SIM_EXIT_CODE=3", "empty="]) == {
         "scope": "full", "SIM_EXIT_CODE": "3", "empty": ""}
     for bad in ("novalue", "=x", "1st=x", "a b=c"):
-        with pytest.raises(cli.CliError, match="--param"):
-            cli.parse_params([bad])
+        with pytest.raises(clisession.CliError, match="--param"):
+            clirun.parse_params([bad])
 
 
 def test_run_patch_clears_an_earlier_runs_parameters_and_force() -> None:
-    ann = cli.run_patch("17", {}, False)["metadata"]["annotations"]
+    ann = clirun.run_patch("17", {}, False)["metadata"]["annotations"]
     assert ann == {api.ANN_RUN_NOW: "17", api.ANN_RUN_PARAMETERS: None, api.ANN_RUN_FORCE: None}
-    ann = cli.run_patch("18", {"b": "2", "a": "1"}, True)["metadata"]["annotations"]
+    ann = clirun.run_patch("18", {"b": "2", "a": "1"}, True)["metadata"]["annotations"]
     assert json.loads(ann[api.ANN_RUN_PARAMETERS]) == {"a": "1", "b": "2"}
     assert ann[api.ANN_RUN_FORCE] == "true"
 
@@ -182,12 +182,13 @@ def test_completion_candidates() -> None:
         asked.append(ns)
         return ["cleanup", "report"]
 
-    assert cli.candidates(parser, [""], names)[:3] == ["cancel", "completion", "describe"]
-    assert cli.candidates(parser, ["-n", "ops", "de"], names) == ["describe"]
-    assert cli.candidates(parser, ["-n", "ops", "describe", "c"], names) == ["cleanup"]
+    assert clicomplete.candidates(parser, [""], names)[:3] == ["cancel", "completion", "describe"]
+    assert clicomplete.candidates(parser, ["-n", "ops", "de"], names) == ["describe"]
+    assert clicomplete.candidates(parser, ["-n", "ops", "describe", "c"], names) == ["cleanup"]
     assert asked == ["ops"]
-    assert cli.candidates(parser, ["describe", "cleanup", ""], names) == []
-    assert cli.candidates(parser, ["run", "--f"], names) == ["--force"]
-    assert cli.candidates(parser, ["run", "--param", "x=1", ""], names) == ["cleanup", "report"]
-    assert cli.candidates(parser, ["list", ""], names) == []
-    assert cli.candidates(parser, ["nope", ""], names) == []
+    assert clicomplete.candidates(parser, ["describe", "cleanup", ""], names) == []
+    assert clicomplete.candidates(parser, ["run", "--f"], names) == ["--force"]
+    assert clicomplete.candidates(parser, ["run", "--param", "x=1", ""], names) == [
+        "cleanup", "report"]
+    assert clicomplete.candidates(parser, ["list", ""], names) == []
+    assert clicomplete.candidates(parser, ["nope", ""], names) == []
