@@ -29,10 +29,13 @@ def test_a_job_deleted_while_the_operator_is_down_is_counted_once(
     eventually(lambda: condition(cluster, "acct", namespace, "Ready").get("status") == "True",
                30, what="Ready")
     annotate(cluster, "acct", namespace, run_now="one",
-             run_parameters=json.dumps({"SIM_EXIT_CODE": "3", "SIM_DURATION_SECONDS": "3"}))
+             run_parameters=json.dumps({"SIM_EXIT_CODE": "3", "SIM_DURATION_SECONDS": "4"}))
     first = eventually(lambda: jobs(cluster, "acct", namespace), 30, what="the run's Job")[0]
     assert FIN in first["metadata"]["finalizers"]
-    operator.stop()
+    assert operator.proc is not None
+    operator.proc.send_signal(signal.SIGKILL)  # down at once, before the run ends
+    operator.proc.wait()
+    operator.proc = None
     try:
         name = first["metadata"]["name"]
         eventually(lambda: (status_of := (_job(cluster, namespace, name) or {}).get(
