@@ -47,6 +47,7 @@ from bgjob.vocab import (
     LEGACY_LAST_CANCEL,
     LEGACY_LAST_RESUME,
     LEGACY_MISSED_THROUGH,
+    READY,
 )
 
 __all__ = ["Observed", "Outcome", "Reconciler", "SpecProblem", "validation_message"]
@@ -201,6 +202,14 @@ class Reconciler:
         if bad is not None:
             ctx.problem = SpecProblem(INVALID_SPEC, bad)
             ctx.template_ok = False
+            return
+        ready = st.condition(ctx.old, READY)
+        if (ready is not None and ready.status == "False" and ready.reason == INVALID_SPEC
+                and ready.observed_generation == ctx.generation):
+            # The API server refused a child made from this very spec: the same write would
+            # fail again, so none is tried until the spec changes (and Ready stays False).
+            ctx.problem = SpecProblem(INVALID_SPEC, ready.message)
+            ctx.template_ok = False
 
     def _step_compile(self, ctx: Pass) -> None:
         spec = ctx.spec
@@ -223,8 +232,6 @@ class Reconciler:
         if ctx.compiled is not None:
             ctx.compiled = replace(ctx.compiled, anchor=st.parse_time(
                 ctx.bj["metadata"].get("creationTimestamp")) or ctx.now)
-
-    # -- step 3 --------------------------------------------------------------------------
 
     # -- step 4 --------------------------------------------------------------------------
 
@@ -250,8 +257,6 @@ class Reconciler:
         ctx.cronjob = res.cronjob
         for ev in res.events:
             ctx.event(*ev)
-
-    # -- steps 5 to 9 --------------------------------------------------------------------
 
     # -- writes --------------------------------------------------------------------------
 

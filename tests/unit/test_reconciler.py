@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bgjob import api, manifests
-from bgjob.k8s import KubeError
+from bgjob.k8s import Invalid, KubeError
 from bgjob.reconciler import Reconciler
 from tests.unit.fakekube import T0, Clock, FakeKube, fmt
 
@@ -374,6 +374,28 @@ def expect_missed_once(w: World) -> None:
     assert w.kube.job(old) is None and w.kube.unsuspended(latest)
 
 
+def api_refuses_the_job_template(w: World) -> None:
+    w.settle()
+    w.kube.fail_next[("create", "jobs")] = Invalid(422, "Invalid", "spec.template.spec."
+                                                   "containers[0].image: Required value")
+    w.annotate(run_now="a")
+    w.settle()
+    w.kube.writes.clear()
+    w.annotate(run_now="b")
+    w.settle()
+
+
+def expect_invalid_until_the_spec_changes(w: World) -> None:
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "containers[0].image" in ready["message"]
+    assert ("create", "jobs", manual("b")) not in w.kube.writes  # not tried again
+    w.spec(parameters={"fixed": "yes"})
+    w.annotate(run_now="c")
+    w.settle()
+    assert manual("c") in w.jobs() and w.condition("Ready")["status"] == "True"
+
+
 def legacy_annotations_migrate(w: World) -> None:
     w.annotate(last_handled_cancel="old", cancel="old")
     run_now(w, "a")
@@ -481,6 +503,9 @@ CASES = [
          {}, run_now_with_force_true_while_active, expect_both_running),
     Case("a superseded Job counted missed, crash before its delete: missed once after restart",
          CRON, missed_then_crash_before_the_delete, expect_missed_once),
+    Case("the API server refuses the Job template (422): InvalidSpec holds for that generation, "
+         "no create is tried again until the spec changes",
+         {}, api_refuses_the_job_template, expect_invalid_until_the_spec_changes),
     Case("a cancel token handled by an older version (annotation) is not handled again",
          {}, legacy_annotations_migrate, expect_old_cancel_not_redone),
 ]
