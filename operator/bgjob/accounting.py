@@ -22,6 +22,18 @@ def controlled_by(obj: dict[str, Any], uid: str) -> bool:
     return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
+def earlier_cronjob_run(job: dict[str, Any], cronjob_name: str, bj_created: str) -> bool:
+    """A run admitted from an earlier CronJob of this BackgroundJob (replaced by hand, or
+    removed on a switch to operator timing): it carries our finalizer (only the operator adds
+    it, at admission), its controller is a CronJob of our CronJob's name, and it was made after
+    this BackgroundJob was (a deleted namesake's Jobs are older). Still ours to count."""
+    meta = job.get("metadata") or {}
+    refs = [r for r in meta.get("ownerReferences") or [] if r.get("controller")]
+    return (has_finalizer(job) and len(refs) == 1 and refs[0].get("kind") == "CronJob"
+            and refs[0].get("name") == cronjob_name
+            and str(meta.get("creationTimestamp") or "") >= bj_created)
+
+
 def uid_of(job: dict[str, Any]) -> str:
     return str((job.get("metadata") or {}).get("uid", ""))
 

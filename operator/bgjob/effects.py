@@ -107,7 +107,7 @@ class Effects:
                              "annotations": {ANN_ADMITTED: "true"}},
                 "spec": {"suspend": False},
             })
-        except NotFound:
+        except (NotFound, Invalid):  # gone, or being deleted (no finalizer can be added)
             return False
         except KubeError as exc:
             if exc.status != 409:

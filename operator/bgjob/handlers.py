@@ -20,7 +20,7 @@ import kopf
 
 from bgjob import accounting, api
 from bgjob.informer import Informer, pack, unpack
-from bgjob.k8s import Kube, KubeError, NotLeader
+from bgjob.k8s import Kube, KubeError, NotFound, NotLeader
 from bgjob.metrics import Metrics
 from bgjob.reconciler import Observed, Reconciler
 from bgjob.workqueue import MAX_ERROR_BACKOFF, WorkQueue
@@ -74,6 +74,10 @@ class Controller:
     def _open_gate(self) -> None:
         if self.leading and self.synced.is_set():
             self.acting.set()
+            # Jobs of BackgroundJobs deleted while no replica acted: their deletion events
+            # are gone, so look at every key once (each is checked against the API first).
+            for key in {k for i in self.informers["jobs"] for k in i.owner_keys()}:
+                self.pool.submit(self._release_orphans, key)
 
     def start_leading(self) -> None:
         """This replica became the active one: every known BackgroundJob gets a pass, which
@@ -111,13 +115,21 @@ class Controller:
         """Jobs of a BackgroundJob that is gone, being deleted (the garbage collector follows
         the owner): nothing will count them, so their accounting finalizer goes, or they would
         be stuck. Only deleting Jobs: a live one may belong to an object kopf has not shown."""
-        for informer in self.informers["jobs"]:
-            for job in informer.get(key):
-                if not self.acting.is_set():
-                    return
-                if key in self.bgjobs or not (accounting.has_finalizer(job)
-                                              and accounting.deleting(job)):
-                    continue
+        held = [job for informer in self.informers["jobs"] for job in informer.get(key)
+                if accounting.has_finalizer(job) and accounting.deleting(job)]
+        if not held or key in self.bgjobs or not self.acting.is_set():
+            return
+        try:  # kopf may not have shown a BackgroundJob that exists: ask before letting go
+            self.kube.get(api.API_VERSION, api.PLURAL, key[0], key[1])
+            return  # it exists: its own pass counts and releases these Jobs
+        except NotFound:
+            pass
+        except KubeError as exc:
+            log.debug("cannot tell whether %s/%s exists: %s", *key, exc)
+            return
+        for job in held:
+            if not self.acting.is_set():
+                return
                 meta = job["metadata"]
                 try:
                     self.kube.patch("batch/v1", "jobs", meta["namespace"], meta["name"], {

@@ -159,13 +159,23 @@ class Informer:
 
     def _replace(self, items: Iterable[dict[str, Any]]) -> set[Key]:
         """A fresh LIST: the store becomes exactly it; every key that may differ changes."""
+        by_owner: dict[Key, dict[str, bytes]] = {}
+        where: dict[str, Key] = {}
+        for obj in items:  # built aside and swapped in at once: no reader sees half a list
+            key = owner_key(obj)
+            if key is not None:
+                uid = obj["metadata"]["uid"]
+                by_owner.setdefault(key, {})[uid] = pack(obj, keep_spec=False)
+                where[uid] = key
         with self._lock:
-            before = set(self._by_owner)
-            self._by_owner, self._where = {}, {}
-        changed = set(before)
-        for obj in items:
-            changed.update(self._put(obj))
+            changed = set(self._by_owner) | set(by_owner)
+            self._by_owner, self._where = by_owner, where
         return changed
+
+    def owner_keys(self) -> list[Key]:
+        """Every owner key with children in the store."""
+        with self._lock:
+            return list(self._by_owner)
 
     # -- list and watch -------------------------------------------------------------------------
 

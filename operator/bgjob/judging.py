@@ -65,6 +65,8 @@ def _judge(ctx: Pass, rec: Any, policy: Retry) -> None:
             params = json.loads(ann.get(ANN_PARAMETERS) or "{}")
         except json.JSONDecodeError:
             params = {}
+        if not isinstance(params, dict):  # a hand-edited annotation: run without overrides
+            params = {}
         done = st.parse_time(rec.completion_time) or ctx.now
         wait = retry.delay(policy.backoff, rec.attempt)
         at = done + timedelta(seconds=wait)

@@ -173,12 +173,14 @@ class Reconciler:
         seen = self.expect.jobs(key, obs.jobs, obs.jobs_seen_through)
         jobs: dict[str, dict[str, Any]] = {}
         orphans = []
+        created = str(meta.get("creationTimestamp") or "")
         for job in seen:
             if accounting.controlled_by(job, uid) or (
-                    cj_uid and accounting.controlled_by(job, cj_uid)):
+                    cj_uid and accounting.controlled_by(job, cj_uid)) or (
+                    accounting.earlier_cronjob_run(job, manifests.cronjob_name(name), created)):
                 jobs[job["metadata"]["name"]] = job
             elif accounting.has_finalizer(job) and accounting.deleting(job):
-                orphans.append(job)  # ours once (an old CronJob's), now being removed
+                orphans.append(job)  # a deleted namesake's, held: let it go uncounted
         return Pass(bj=bj, now=self.clock(), ns=ns, name=name, uid=uid,
                     generation=int(meta.get("generation") or 0), annotations=annotations,
                     base_rv=base_rv, old_raw=old_raw, old=old, new=old, jobs=jobs,
@@ -298,7 +300,8 @@ class Reconciler:
         if ctx.spec is None:
             return
         ours = [st.observe(j) for j in ctx.jobs.values()
-                if accounting.controlled_by(j, ctx.uid) and not accounting.deleting(j)]
+                if accounting.controlled_by(j, ctx.uid) and not accounting.deleting(j)
+                and not accounting.has_finalizer(j)]  # released first (maybe a later pass)
         for job_name in st.prune(ours, ctx.spec.history.successful_jobs,
                                  ctx.spec.history.failed_jobs):
             self.fx.delete_job(ctx, job_name)

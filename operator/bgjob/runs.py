@@ -53,7 +53,8 @@ def step_admit(ctx: Pass) -> None:
     """The CronJob's Jobs come suspended; each is admitted, left waiting, or missed, by
     the same rules as every other run. Jobs of an older operator get the finalizer."""
     spec = ctx.spec
-    waiting = [j for j in ctx.jobs.values() if accounting.awaiting_admission(j)]
+    waiting = [j for j in ctx.jobs.values()
+               if accounting.awaiting_admission(j) and not accounting.deleting(j)]
     for job in ctx.jobs.values():
         if (not accounting.has_finalizer(job) and not accounting.awaiting_admission(job)
                 and not accounting.finished(job) and not accounting.deleting(job)):

@@ -59,7 +59,8 @@ def observe(job: dict[str, Any]) -> RunRecord:
     final = _final_condition(job)
     start = status.get("startTime") or meta.get("creationTimestamp")
     scheduled = ann.get(api.ANN_CRONJOB_SCHEDULED) or ann.get(api.ANN_SCHEDULED_TIME)
-    attempt = int(ann.get(api.ANN_ATTEMPT, "1") or 1)
+    text = str(ann.get(api.ANN_ATTEMPT, "1") or "1")
+    attempt = int(text) if text.isdigit() and int(text) > 0 else 1  # hand-edited: first try
     base = {"job": meta.get("name", ""), "trigger": trigger_of(job), "attempt": attempt,
             "scheduled_time": scheduled or None, "start_time": start}
     if final is None:

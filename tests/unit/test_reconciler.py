@@ -396,6 +396,40 @@ def expect_invalid_until_the_spec_changes(w: World) -> None:
     assert manual("c") in w.jobs() and w.condition("Ready")["status"] == "True"
 
 
+def cronjob_replaced_while_its_run_is_active(w: World) -> None:
+    w.settle()
+    job = w.kube.cronjob_tick(T0.replace(hour=11))
+    w.at(3600)
+    w.settle()  # admitted: running, with our finalizer
+    del w.kube.objects[("cronjobs", NS, NAME)]  # kubectl delete cronjob (orphaning its Job)
+    w.settle()  # the operator makes a new CronJob (a new UID)
+    w.kube.finish(job)
+    w.settle()
+    w.extra = job  # type: ignore[attr-defined]
+
+
+def expect_the_old_cronjobs_run_counted(w: World) -> None:
+    assert (w.stats["runs"], w.stats["succeeded"]) == (1, 1)
+    job = w.kube.job(w.extra)  # type: ignore[attr-defined]
+    assert job is not None and FIN not in job["metadata"].get("finalizers", [])
+
+
+def release_conflicts_then_prune(w: World) -> None:
+    run_now(w, "a")
+    w.kube.finish(manual("a"))
+    w.kube.fail_next[("patch", "jobs")] = KubeError(409, "Conflict", "modified")
+    w.sync()  # counted; the release meets a 409
+    job = w.kube.job(manual("a"))
+    assert job is not None and not job["metadata"].get("deletionTimestamp"), \
+        "a Job still holding our finalizer is not pruned"
+    w.settle()
+
+
+def expect_counted_once_and_pruned(w: World) -> None:
+    assert (w.stats["runs"], w.stats["succeeded"]) == (1, 1)
+    assert w.kube.job(manual("a")) is None
+
+
 def legacy_annotations_migrate(w: World) -> None:
     w.annotate(last_handled_cancel="old", cancel="old")
     run_now(w, "a")
@@ -506,6 +540,11 @@ CASES = [
     Case("the API server refuses the Job template (422): InvalidSpec holds for that generation, "
          "no create is tried again until the spec changes",
          {}, api_refuses_the_job_template, expect_invalid_until_the_spec_changes),
+    Case("the CronJob is replaced by hand while its run is active: the run is still counted",
+         CRON, cronjob_replaced_while_its_run_is_active, expect_the_old_cronjobs_run_counted),
+    Case("the finalizer release meets a 409, history 0: not pruned until released, counted "
+         "once", {"history": {"successfulJobs": 0}}, release_conflicts_then_prune,
+         expect_counted_once_and_pruned),
     Case("a cancel token handled by an older version (annotation) is not handled again",
          {}, legacy_annotations_migrate, expect_old_cancel_not_redone),
 ]
