@@ -130,17 +130,17 @@ class Controller:
         for job in held:
             if not self.acting.is_set():
                 return
-                meta = job["metadata"]
-                try:
-                    self.kube.patch("batch/v1", "jobs", meta["namespace"], meta["name"], {
-                        "metadata": {"resourceVersion": meta.get("resourceVersion"),
-                                     "finalizers": accounting.without_finalizer(job)}})
-                    log.info("released Job %s/%s of a deleted BackgroundJob", *key[:1],
-                             meta["name"])
-                except NotLeader:
-                    return
-                except KubeError as exc:
-                    log.debug("release of %s/%s: %s", meta["namespace"], meta["name"], exc)
+            meta = job["metadata"]
+            try:
+                self.kube.patch("batch/v1", "jobs", meta["namespace"], meta["name"], {
+                    "metadata": {"resourceVersion": meta.get("resourceVersion"),
+                                 "finalizers": accounting.without_finalizer(job)}})
+                log.info("released Job %s/%s of a deleted BackgroundJob", key[0],
+                         meta["name"])
+            except NotLeader:
+                return
+            except KubeError as exc:
+                log.debug("release of %s/%s: %s", meta["namespace"], meta["name"], exc)
 
     def seen(self, key: Key, body: Any) -> None:
         self.bgjobs[key] = pack(body, keep_spec=True)
@@ -215,6 +215,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         if kw["event"].get("type") == "DELETED":
             controller.bgjobs.pop(key, None)
             controller.forget(key)
+            if controller.acting.is_set():  # its Jobs' deletion events may have come first
+                controller.pool.submit(controller._release_orphans, key)
             return
         controller.seen(key, kw["body"])
         await controller.reconcile(key)
