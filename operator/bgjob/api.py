@@ -69,6 +69,12 @@ class ConcurrencyPolicy(StrEnum):
     REPLACE = "Replace"
 
 
+class CatchUp(StrEnum):
+    LATEST = "Latest"
+    ALL = "All"
+    NONE = "None"
+
+
 class WeeklyAt(Model):
     day: Weekday = Field(description="day is the day of the week the job runs on.")
     time: str = Field(pattern=HHMM, description='time is the wall-clock time, "HH:MM" (24h).')
@@ -82,10 +88,65 @@ class MonthlyAt(Model):
     time: str = Field(pattern=HHMM, description='time is the wall-clock time, "HH:MM" (24h).')
 
 
+DATE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+# A schedule name becomes a label value and part of its Jobs' names (which stop at 63).
+SCHEDULE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_SCHEDULE_NAME = 20
+
+
+class SkipWindow(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{
+                # format date-time makes both CEL timestamps, so this compares instants.
+                "rule": "self.from < self.until",
+                "message": "skip.windows: from must be before until",
+                "fieldPath": ".until",
+            }]
+        }
+    )
+
+    from_: str = Field(
+        alias="from", json_schema_extra={"format": "date-time"},
+        description="from is the RFC 3339 time the window starts (inclusive).",
+    )
+    until: str = Field(
+        json_schema_extra={"format": "date-time"},
+        description="until is the RFC 3339 time the window ends (exclusive).",
+    )
+
+
+class Skip(Model):
+    dates: list[str] = Field(
+        default_factory=list, max_length=1000,
+        json_schema_extra={"items": {"type": "string", "pattern": DATE}},
+        description='dates are local dates ("YYYY-MM-DD", in the schedule\'s timeZone) on '
+        "which no scheduled run starts, such as public holidays.",
+    )
+    cron: list[str] = Field(
+        default_factory=list, max_length=20,
+        json_schema_extra={"items": {"type": "string", "maxLength": 256}},
+        description="cron lists 5-field cron expressions (in the schedule's timeZone); a due "
+        'time one of them matches does not run ("* * * * 0,6": not at weekends).',
+    )
+    windows: list[SkipWindow] = Field(
+        default_factory=list, max_length=100,
+        description="windows are [from, until) time ranges in which no scheduled run starts, "
+        "such as a change freeze.",
+    )
+
+
 class Schedule(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
+                {
+                    # format date-time makes both CEL timestamps, so this compares instants.
+                    "rule": "!has(self.activeFrom) || !has(self.activeUntil) || "
+                    "self.activeFrom < self.activeUntil",
+                    "message": "schedule.activeFrom must be before activeUntil",
+                    "fieldPath": ".activeUntil",
+                },
                 {
                     "rule": "[has(self.cron), has(self.every), has(self.daily), has(self.weekly),"
                     " has(self.monthly), has(self.at)].filter(x, x).size() == 1",
@@ -138,6 +199,39 @@ class Schedule(Model):
         default=None, ge=0,
         description="startingDeadlineSeconds is the misfire grace: a run that cannot start "
         "this many seconds after its time is skipped and counted as missed.",
+    )
+    active_from: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="activeFrom (RFC 3339): no scheduled run is due before this time.",
+    )
+    active_until: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="activeUntil (RFC 3339): no scheduled run is due at or after this time; "
+        "then the Ready condition's reason is Expired.",
+    )
+    skip: Skip | None = Field(
+        default=None, description="skip lists due times that do not run (dates, cron "
+        "expressions, windows); they are counted in stats.skipped, not as missed.",
+    )
+    catch_up: CatchUp = Field(
+        default=CatchUp.LATEST,
+        description="catchUp says which due times run late after downtime or suspension: "
+        "Latest only the most recent (the CronJob rule), All every one within "
+        "startingDeadlineSeconds (24h when unset), oldest first, None none; the rest are "
+        "counted missed.",
+    )
+
+
+class NamedSchedule(Schedule):
+    name: str = Field(
+        min_length=1, max_length=MAX_SCHEDULE_NAME, pattern=SCHEDULE_NAME,
+        description="name of the schedule (a DNS label of at most 20 characters): the label "
+        "bgjob.dev/schedule on its Jobs, schedule in their run records, and part of the Job "
+        "names.",
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="parameters override spec.parameters for the runs "
+        "of this schedule (run-parameters of a manual run override both).",
     )
 
 
@@ -262,7 +356,12 @@ class BackgroundJobSpec(Model):
                     "message": "retry.nonRetryableExitCodes needs "
                     "template.spec.template.spec.restartPolicy: Never",
                     "fieldPath": ".retry.nonRetryableExitCodes",
-                }
+                },
+                {
+                    "rule": "!has(self.schedule) || !has(self.schedules)",
+                    "message": "set at most one of schedule and schedules",
+                    "fieldPath": ".schedules",
+                },
             ]
         }
     )
@@ -271,6 +370,13 @@ class BackgroundJobSpec(Model):
         default=None,
         description="schedule says when the job runs; without it the job runs only when "
         "triggered with the bgjob.dev/run-now annotation.",
+    )
+    schedules: list[NamedSchedule] | None = Field(
+        default=None, min_length=1, max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]},
+        description="schedules are several named schedules instead of schedule (set at most "
+        "one of the two); their runs share the concurrency policy.",
     )
     suspend: bool = Field(
         default=False, description="suspend pauses the schedule; manual runs still work."
@@ -305,6 +411,19 @@ class BackgroundJobSpec(Model):
         description="template is the batch/v1 JobTemplateSpec (metadata and Job spec) every "
         "run is created from.",
     )
+
+    @model_validator(mode="after")
+    def _one_schedule_field(self) -> BackgroundJobSpec:
+        """The CEL rules again, for objects that reach us without the API server's check."""
+        if self.schedule is not None and self.schedules is not None:
+            raise PydanticCustomError("two_schedule_fields",
+                                      "set at most one of schedule and schedules")
+        names = [s.name for s in self.schedules or []]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise PydanticCustomError("duplicate_schedule", "schedules: duplicate name {name}",
+                                      {"name": dup[0]})
+        return self
 
 
 # ---------------------------------------------------------------------------- status
@@ -342,6 +461,39 @@ class ScheduleStatus(Model):
         description="inForce is the last valid spec.schedule; after a bad edit the operator "
         "keeps timing runs by it until the spec is fixed.",
     )
+    skipped_through: str | None = Field(
+        default=None, description="skippedThrough is the time up to which skipped due times "
+        "are counted in stats.skipped, so none is counted twice.",
+    )
+
+
+class ScheduleEntryStatus(Model):
+    name: str = Field(description="name of the schedule in spec.schedules.")
+    kind: str = Field(default="", description="kind is the schedule kind in use.")
+    cron: str = Field(default="", description="cron is the compiled cron expression, if any.")
+    time_zone: str = Field(default="UTC", description="timeZone of the schedule.")
+    description: str = Field(default="", description="description in words.")
+    mode: str = Field(default="Operator", description="mode is Operator: the operator times "
+                      "every entry of spec.schedules.")
+    cron_job: str | None = Field(default=None, description="cronJob is the owned CronJob "
+                                 "(none: entries are operator-timed).")
+    next_run_times: list[str] = Field(
+        default_factory=list, description="nextRunTimes are the next three run times (UTC)."
+    )
+    since: str | None = Field(default=None, description="since is when this schedule's "
+                              "timing began (due times before it are not judged).")
+    last_schedule_time: str | None = Field(default=None, description="lastScheduleTime is the "
+                                           "last due time of this schedule that started.")
+    missed_through: str | None = Field(default=None, description="missedThrough: missed due "
+                                       "times up to this time are counted.")
+    skipped_through: str | None = Field(default=None, description="skippedThrough: skipped "
+                                        "due times up to this time are counted.")
+    in_force: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"type": "object",
+                                         "x-kubernetes-preserve-unknown-fields": True},
+        description="inForce is the last valid entry; after a bad edit of it the operator "
+        "keeps timing runs by it until the spec is fixed.",
+    )
 
 
 class RunRef(Model):
@@ -349,6 +501,8 @@ class RunRef(Model):
     trigger: str = Field(description="trigger is scheduled, manual or retry.")
     attempt: int = Field(default=1, description="attempt is 1 for the first try.")
     start_time: str | None = Field(default=None, description="startTime of the Job.")
+    schedule: str | None = Field(default=None, description="schedule is the name of the "
+                                 "spec.schedules entry the run belongs to.")
 
 
 class RunRecord(Model):
@@ -365,6 +519,8 @@ class RunRecord(Model):
     exit_code: int | None = Field(default=None, description="exitCode of the main container.")
     reason: str = Field(default="", description="reason the Job finished as it did.")
     message: str = Field(default="", description="message from the Job's final condition.")
+    schedule: str | None = Field(default=None, description="schedule is the name of the "
+                                 "spec.schedules entry the run belongs to.")
 
 
 class Stats(Model):
@@ -398,12 +554,17 @@ class PendingRetry(Model):
         default_factory=dict, description="parameters are the run's overrides, kept for its "
         "retries even when the failed Job is gone.",
     )
+    schedule: str | None = Field(default=None, description="schedule is the spec.schedules "
+                                 "entry of the run being retried.")
 
 
 class BackgroundJobStatus(Model):
     observed_generation: int | None = Field(default=None, description="observedGeneration.")
     conditions: list[Condition] = Field(default_factory=list, description="conditions.")
-    schedule: ScheduleStatus | None = Field(default=None, description="schedule as compiled.")
+    schedule: ScheduleStatus | None = Field(default=None, description="schedule as compiled; "
+                                            "with spec.schedules, their merged next runs.")
+    schedules: list[ScheduleEntryStatus] | None = Field(
+        default=None, description="schedules: one entry per spec.schedules entry.")
     cron_job: str | None = Field(default=None, description="cronJob is the owned CronJob.")
     active: list[RunRef] = Field(default_factory=list, description="active runs.")
     last_schedule_time: str | None = Field(default=None, description="lastScheduleTime.")

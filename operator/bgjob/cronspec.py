@@ -238,3 +238,11 @@ def next_times(spec: CronSpec, after: datetime, zone: ZoneInfo, count: int) -> l
         out.append(nxt)
         t = nxt
     return out
+
+
+def matches(spec: CronSpec, t: datetime, zone: ZoneInfo) -> bool:
+    """Whether the instant ``t`` is a minute the expression names, read on ``zone``'s wall
+    clock (used for skip rules: "* * * * 0,6" matches any time at a weekend)."""
+    local = t.astimezone(zone)
+    return (local.second == 0 and local.minute in spec.minute and local.hour in spec.hour
+            and local.month in spec.month and _day_matches(spec, local))

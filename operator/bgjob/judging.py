@@ -72,7 +72,7 @@ def _judge(ctx: Pass, rec: Any, policy: Retry) -> None:
         at = done + timedelta(seconds=wait)
         pending = PendingRetry(attempt=rec.attempt + 1, next_retry_time=st.fmt(at) or "",
                                job=rec.job, first_job=ann.get(ANN_RETRY_OF) or rec.job,
-                               scheduled_time=rec.scheduled_time,
+                               scheduled_time=rec.scheduled_time, schedule=rec.schedule,
                                parameters={str(k): str(v) for k, v in params.items()})
         ctx.set_retries([*ctx.new.pending_retries, pending])
         ctx.event(NORMAL, EV_RETRY_SCHEDULED, f"Run {rec.job} failed ({rec.result}"

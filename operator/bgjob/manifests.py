@@ -17,7 +17,7 @@ from typing import Any
 from bgjob import api
 from bgjob.api import BackgroundJobSpec
 from bgjob.schedule import Compiled
-from bgjob.vocab import ANN_ADMITTED, FINALIZER
+from bgjob.vocab import ANN_ADMITTED, FINALIZER, LABEL_SCHEDULE
 
 MAX_NAME = 63
 MAX_CRONJOB_NAME = 52  # the CronJob controller appends "-<11 digits>" to its Jobs
@@ -84,13 +84,16 @@ def _env(name: str, trigger: str, attempt: int, scheduled: str | None,
 
 def job_template(name: str, spec: BackgroundJobSpec, trigger: str, attempt: int = 1,
                  scheduled: str | None = None, params: dict[str, str] | None = None,
-                 extra_annotations: dict[str, str] | None = None) -> dict[str, Any]:
+                 extra_annotations: dict[str, str] | None = None,
+                 schedule_name: str | None = None) -> dict[str, Any]:
     """The JobTemplateSpec for one run: the user's template plus the contract's additions."""
     tpl = copy.deepcopy(spec.template)
     meta = tpl.setdefault("metadata", {}) or {}
     tpl["metadata"] = meta
     labels = dict(meta.get("labels") or {})
     labels.update({api.LABEL_OWNER: name, api.LABEL_TRIGGER: trigger})
+    if schedule_name:
+        labels[LABEL_SCHEDULE] = schedule_name
     meta["labels"] = labels
     annotations = dict(meta.get("annotations") or {})
     annotations[api.ANN_ATTEMPT] = str(attempt)
@@ -165,13 +168,15 @@ def cronjob_manifest(bj: dict[str, Any], spec: BackgroundJobSpec, compiled: Comp
 def job_manifest(bj: dict[str, Any], spec: BackgroundJobSpec, job_name: str, trigger: str,
                  attempt: int = 1, scheduled: datetime | None = None,
                  params: dict[str, str] | None = None,
-                 extra_annotations: dict[str, str] | None = None) -> dict[str, Any]:
+                 extra_annotations: dict[str, str] | None = None,
+                 schedule_name: str | None = None) -> dict[str, Any]:
     meta = bj["metadata"]
     sched_text = scheduled.strftime("%Y-%m-%dT%H:%M:%SZ") if scheduled else ""
     annotations = dict(extra_annotations or {})
     if scheduled is not None:
         annotations[api.ANN_SCHEDULED_TIME] = sched_text
-    tpl = job_template(meta["name"], spec, trigger, attempt, sched_text, params, annotations)
+    tpl = job_template(meta["name"], spec, trigger, attempt, sched_text, params, annotations,
+                       schedule_name)
     tpl_meta = tpl.get("metadata") or {}
     tpl_meta["annotations"] = {**(tpl_meta.get("annotations") or {}), ANN_ADMITTED: "true"}
     return {

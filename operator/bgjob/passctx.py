@@ -12,7 +12,14 @@ from pydantic import ValidationError
 
 from bgjob import accounting
 from bgjob import status as st
-from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, PendingRetry, Retry, Schedule
+from bgjob.api import (
+    BackgroundJobSpec,
+    BackgroundJobStatus,
+    PendingRetry,
+    Retry,
+    Schedule,
+    ScheduleEntryStatus,
+)
 from bgjob.schedule import Compiled
 from bgjob.vocab import ANN_ADMITTED
 
@@ -107,12 +114,18 @@ class Pass:
     overdue: tuple[datetime, bool] | None = None  # due time, and whether it is missed for good
     auto_suspended: bool = False
     missed_through: datetime | None = None
+    skipped_through: datetime | None = None
+    # spec.schedules: the entries in force (schedruns.Entry) and each one's timing state
+    entries: list[Any] = field(default_factory=list)
+    entry_state: dict[str, ScheduleEntryStatus] = field(default_factory=dict)
     to_delete: list[str] = field(default_factory=list)  # waiting Jobs missed: after the write
     actions: list[Action] = field(default_factory=list)  # decided, not yet applied
 
     def __post_init__(self) -> None:
         if self.old.schedule is not None:
             self.missed_through = st.parse_time(self.old.schedule.missed_through)
+            self.skipped_through = st.parse_time(self.old.schedule.skipped_through)
+        self.entry_state = {e.name: e for e in self.old.schedules or []}
 
     @property
     def suspended(self) -> bool:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bgjob import retry, schedule
+from bgjob import retry, schedruns, schedule
 from bgjob import status as st
 from bgjob.api import BackgroundJobStatus, ScheduleStatus
 from bgjob.passctx import Pass
 from bgjob.vocab import (
     ANN_RESUME,
+    EXPIRED,
     FAILING,
     INVALID_SCHEDULE,
     INVALID_SPEC,
@@ -27,6 +28,8 @@ def schedule_status(ctx: Pass) -> BackgroundJobStatus:
     new, c, sched = ctx.new, ctx.compiled, ctx.schedule
     if ctx.spec is None:
         return new  # unreadable spec: keep describing what still runs
+    if ctx.spec.schedules:
+        return _entries_status(ctx)
     if c is None or sched is None:
         if ctx.problem is not None and ctx.problem.reason in (INVALID_SPEC, INVALID_SCHEDULE):
             return new
@@ -38,8 +41,10 @@ def schedule_status(ctx: Pass) -> BackgroundJobStatus:
         kind=c.kind, cron=c.cron, time_zone=c.time_zone, description=c.description,
         mode=c.mode.value, next_run_times=[t for t in (st.fmt(x) for x in nxt) if t],
         missed_through=st.fmt(ctx.missed_through),
+        skipped_through=st.fmt(ctx.skipped_through),
         in_force=sched.model_dump(by_alias=True, exclude_none=True, mode="json"),
     )}
+    update["schedules"] = None
     is_cron = c.mode is schedule.Mode.CRONJOB
     cj_name = str(((ctx.cronjob or {}).get("metadata") or {}).get("name", ""))
     update["cron_job"] = (cj_name or None) if is_cron else None
@@ -47,6 +52,40 @@ def schedule_status(ctx: Pass) -> BackgroundJobStatus:
     if is_cron and last and (new.last_schedule_time or "") < last:
         update["last_schedule_time"] = last
     return new.model_copy(update=update)
+
+
+def _entries_status(ctx: Pass) -> BackgroundJobStatus:
+    """spec.schedules: one status entry each (in spec order), and status.schedule sums them
+    up: a short description for ``kubectl get``, the merged next three run times."""
+    new, rows, merged = ctx.new, [], []
+    specs = (ctx.spec.schedules if ctx.spec is not None else None) or []
+    for e in ctx.entries:
+        c = e.compiled
+        state = schedruns.state(ctx, e)
+        nxt = [] if ctx.suspended else schedule.next_run_times(c, ctx.now, c.anchor or ctx.now)
+        if c.at is not None and state.last_schedule_time is not None:
+            nxt = []
+        merged += nxt
+        rows.append(state.model_copy(update={
+            "kind": c.kind, "cron": c.cron, "time_zone": c.time_zone,
+            "description": c.description, "mode": c.mode.value, "cron_job": None,
+            "next_run_times": [t for t in (st.fmt(x) for x in nxt) if t],
+            "in_force": e.in_force}))
+    names = [r.name for r in rows]
+    for name, old in ctx.entry_state.items():  # a bad entry not in force keeps its row
+        if name not in names and any(s.name == name for s in specs):
+            rows.append(old)
+    last = max(filter(None, [new.last_schedule_time, *(r.last_schedule_time for r in rows)]),
+               default=None)
+    zones = sorted({r.time_zone for r in rows})
+    summary = ScheduleStatus(
+        kind="schedules", time_zone=zones[0] if len(zones) == 1 else ", ".join(zones),
+        description=f"{len(rows)} schedules: {', '.join(r.name for r in rows)}",
+        mode=schedule.Mode.OPERATOR.value,
+        next_run_times=[t for t in (st.fmt(x) for x in sorted(merged)[:schedule.NEXT_RUN_COUNT])
+                        if t])
+    return new.model_copy(update={"schedule": summary, "schedules": rows, "cron_job": None,
+                                  "last_schedule_time": last})
 
 
 def conditions(ctx: Pass) -> BackgroundJobStatus:
@@ -63,8 +102,12 @@ def conditions(ctx: Pass) -> BackgroundJobStatus:
                 or before.message != message) and problem is ctx.problem:
             ctx.event(WARNING, problem.reason, message)
         conds = st.set_condition(conds, READY, False, problem.reason, message, gen, now)
+    elif schedruns.expired(ctx):
+        conds = st.set_condition(conds, READY, True, EXPIRED, "activeUntil has passed: no "
+                                 "scheduled run is due any more; runs only when triggered",
+                                 gen, now)
     else:
-        scheduled = spec is not None and spec.schedule is not None
+        scheduled = spec is not None and (spec.schedule is not None or bool(spec.schedules))
         conds = st.set_condition(
             conds, READY, True, "Scheduled" if scheduled else "ManualOnly",
             "the schedule is in place" if scheduled else "runs only when triggered", gen, now)

@@ -25,14 +25,17 @@ from bgjob import (
     judging,
     manifests,
     runs,
+    schedruns,
     schedule,
 )
 from bgjob import status as st
 from bgjob.api import (
     BackgroundJobSpec,
     BackgroundJobStatus,
+    NamedSchedule,
     Retry,
     Schedule,
+    ScheduleEntryStatus,
 )
 from bgjob.effects import Effects
 from bgjob.expectations import Expectations
@@ -215,6 +218,9 @@ class Reconciler:
 
     def _step_compile(self, ctx: Pass) -> None:
         spec = ctx.spec
+        if spec is not None and spec.schedules:
+            self._step_compile_entries(ctx)
+            return
         if spec is None or spec.schedule is None:
             return
         try:
@@ -235,6 +241,36 @@ class Reconciler:
             ctx.compiled = replace(ctx.compiled, anchor=st.parse_time(
                 ctx.bj["metadata"].get("creationTimestamp")) or ctx.now)
 
+    def _step_compile_entries(self, ctx: Pass) -> None:
+        """spec.schedules: each entry compiled on its own; a bad edit of one keeps that
+        entry's last valid version in force (``status.schedules[].inForce``)."""
+        assert ctx.spec is not None and ctx.spec.schedules
+        created = st.parse_time(ctx.bj["metadata"].get("creationTimestamp")) or ctx.now
+        fresh = ctx.old.schedule is None and ctx.old.schedules is None
+        for i, entry in enumerate(ctx.spec.schedules):
+            sched: NamedSchedule = entry
+            try:
+                c = schedule.compile_schedule(entry, ctx.ns, ctx.name,
+                                              f"spec.schedules[{i}]", entry.name)
+            except schedule.ScheduleError as exc:
+                ctx.problem = ctx.problem or SpecProblem(INVALID_SCHEDULE, str(exc))
+                old = ctx.entry_state.get(entry.name)
+                if old is None or old.in_force is None:
+                    continue
+                try:  # this entry's last valid version stays in force
+                    sched = NamedSchedule.model_validate(old.in_force)
+                    c = schedule.compile_schedule(sched, ctx.ns, ctx.name,
+                                                  f"spec.schedules[{i}]", entry.name)
+                except (ValidationError, schedule.ScheduleError):
+                    continue
+            if entry.name not in ctx.entry_state:  # a new entry does not run the past
+                ctx.entry_state[entry.name] = ScheduleEntryStatus(
+                    name=entry.name, since=st.fmt(created if fresh else ctx.now))
+            ctx.entries.append(schedruns.Entry(
+                entry.name, replace(c, anchor=created), sched.starting_deadline_seconds,
+                dict(sched.parameters), sched.model_dump(by_alias=True, exclude_none=True,
+                                                         mode="json")))
+
     # -- step 4 --------------------------------------------------------------------------
 
     def _step_cronjob(self, ctx: Pass, obs: Observed) -> None:
@@ -243,7 +279,9 @@ class Reconciler:
         c = ctx.compiled
         desired = None
         if c is not None and c.mode is schedule.Mode.CRONJOB:
-            desired = manifests.cronjob_manifest(ctx.bj, ctx.spec, c, suspend=ctx.suspended)
+            paused = schedruns.cronjob_paused(ctx)  # outside activeFrom/activeUntil
+            desired = manifests.cronjob_manifest(ctx.bj, ctx.spec, c,
+                                                 suspend=ctx.suspended or paused)
         if desired is None and ctx.cronjob is not None and not accounting.controlled_by(
                 ctx.cronjob, ctx.uid):
             return  # someone else's CronJob of that name, and we need none: leave it

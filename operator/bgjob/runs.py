@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from bgjob import accounting, api, manifests, schedule, timing, triggers
+from bgjob import accounting, api, manifests, schedruns, schedule, timing, triggers
 from bgjob import status as st
 from bgjob.api import ConcurrencyPolicy, PendingRetry
 from bgjob.passctx import AdmitJob, CancelRuns, CreateJob, Pass, SpecProblem
@@ -61,7 +61,7 @@ def step_admit(ctx: Pass) -> None:
             ctx.plan(AdmitJob(job["metadata"]["name"]))  # a running Job of an older version
     if not waiting or spec is None or not ctx.template_ok:
         return
-    deadline = ctx.schedule.starting_deadline_seconds if ctx.schedule else None
+    deadline = schedruns.admit_deadline(ctx)
 
     def due(job: dict[str, Any]) -> str:
         ann = job["metadata"].get("annotations") or {}
@@ -75,6 +75,8 @@ def step_admit(ctx: Pass) -> None:
     manual = [j for j in waiting if (j["metadata"].get("annotations") or {}).get(
         CRONJOB_INSTANTIATE) == "manual"]
     scheduled = sorted((j for j in waiting if j not in manual), key=due)
+    scheduled = [j for j in scheduled if not schedruns.skip_at_admission(
+        ctx, j, st.parse_time(due(j)) or ctx.now)]  # skip list and active window
     started = max((due(j) for j in ctx.jobs.values() if not accounting.awaiting_admission(j)
                    and api.ANN_CRONJOB_SCHEDULED in (j["metadata"].get("annotations") or {})),
                   default="")
@@ -189,7 +191,8 @@ def step_retries(ctx: Pass) -> None:
             manifest = manifests.job_manifest(
                 ctx.bj, spec, job_name, "retry", attempt=pending.attempt,
                 scheduled=st.parse_time(pending.scheduled_time),
-                params=pending.parameters, extra_annotations=extra)
+                params=pending.parameters, extra_annotations=extra,
+                schedule_name=pending.schedule)
             ctx.plan(CreateJob(manifest, f"retry of {pending.job}", _retry_undo(pending)))
         started += 1
     stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries + started})
@@ -207,48 +210,61 @@ def _retry_undo(pending: PendingRetry) -> Callable[[Pass], None]:
 
 
 def step_schedule(ctx: Pass) -> None:
-    c, sched = ctx.compiled, ctx.schedule
-    if c is None or sched is None or ctx.spec is None:
+    if ctx.spec is None:
         return
+    for entry in schedruns.entries(ctx):
+        _time_schedule(ctx, entry)
+
+
+def _time_schedule(ctx: Pass, e: schedruns.Entry) -> None:
+    """One schedule in force (spec.schedule, or one entry of spec.schedules)."""
+    c = e.compiled
     if c.mode is schedule.Mode.OPERATOR:
-        last = st.parse_time(ctx.new.last_schedule_time)
-        floor = st.parse_time(ctx.bj["metadata"].get("creationTimestamp")) or ctx.now
+        last = schedruns.last_scheduled(ctx, e)
+        floor = schedruns.floor(ctx, e)
     elif ctx.cronjob is not None and accounting.controlled_by(ctx.cronjob, ctx.uid):
         last = st.parse_time((ctx.cronjob.get("status") or {}).get("lastScheduleTime"))
         floor = st.parse_time(ctx.cronjob["metadata"].get("creationTimestamp")) or ctx.now
     else:
         return
     plan = timing.plan(c, last_scheduled=last, floor=floor,
-                       missed_through=ctx.missed_through, now=ctx.now,
-                       deadline_seconds=sched.starting_deadline_seconds,
-                       suspended=ctx.suspended)
+                       missed_through=schedruns.missed_through(ctx, e), now=ctx.now,
+                       deadline_seconds=e.deadline_seconds, suspended=ctx.suspended,
+                       skipped_through=schedruns.skipped_through(ctx, e))
     started = plan.run is not None and ctx.template_ok and _start_scheduled(
-        ctx, plan.run)
+        ctx, plan.run, e)
+    if c.mode is schedule.Mode.OPERATOR:  # CronJob mode counts skips at admission
+        schedruns.count_skipped(ctx, e, plan.skipped)
+    if started and plan.more:
+        ctx.wake_in(0)  # catchUp All: the next late time, when the policy lets it start
     if plan.missed:
         stats = ctx.new.stats.model_copy(
             update={"missed": ctx.new.stats.missed + len(plan.missed)})
         ctx.new = ctx.new.model_copy(update={"stats": stats})
-        ctx.missed_through = max(plan.missed)
+        schedruns.counted_missed(ctx, e, max(plan.missed))
         shown = ", ".join(st.fmt(t) or "" for t in plan.missed[-3:])
         more = f" and {len(plan.missed) - 3} earlier" if len(plan.missed) > 3 else ""
-        ctx.event(WARNING, EV_MISSED_SCHEDULE, f"{len(plan.missed)} scheduled run(s) did "
+        of = f" of schedule {e.name}" if e.name else ""
+        ctx.event(WARNING, EV_MISSED_SCHEDULE, f"{len(plan.missed)} scheduled run(s){of} did "
                   f"not start in time and were skipped: {shown}{more}")
     if plan.overdue is not None and not started:
+        through = schedruns.missed_through(ctx, e)
         missed_for_good = plan.overdue in plan.missed or (
-            ctx.missed_through is not None and plan.overdue <= ctx.missed_through)
-        ctx.overdue = (plan.overdue, missed_for_good)
+            through is not None and plan.overdue <= through)
+        if ctx.overdue is None or plan.overdue < ctx.overdue[0]:
+            ctx.overdue = (plan.overdue, missed_for_good)
     ctx.wake_at(plan.wake)
     if plan.run is not None and not started:
-        grace = sched.starting_deadline_seconds
+        grace = e.deadline_seconds
         if grace is not None:  # blocked: count it missed once its deadline is over
             ctx.wake_at(plan.run + timedelta(seconds=grace + 1))
 
 
-def _start_scheduled(ctx: Pass, due: datetime) -> bool:
+def _start_scheduled(ctx: Pass, due: datetime, e: schedruns.Entry) -> bool:
     """Start the Operator-timed run for ``due`` under the concurrency policy."""
     assert ctx.spec is not None
-    job_name = manifests.scheduled_job_name(ctx.name, due)
-    before = ctx.new.last_schedule_time
+    job_name = schedruns.job_name(ctx, e, due)
+    before = st.fmt(schedruns.last_scheduled(ctx, e))
     if job_name not in ctx.jobs:
         active = ctx.active_jobs()
         policy = ctx.spec.concurrency_policy
@@ -258,14 +274,13 @@ def _start_scheduled(ctx: Pass, due: datetime) -> bool:
             return False
         if active and policy is ConcurrencyPolicy.REPLACE:
             ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
-        manifest = manifests.job_manifest(ctx.bj, ctx.spec, job_name, "scheduled",
-                                          scheduled=due)
+        manifest = schedruns.job_manifest(ctx, e, job_name, due)
 
         def undo(ctx: Pass) -> None:  # not created: the time stays unmet, tried again
-            ctx.new = ctx.new.model_copy(update={"last_schedule_time": before})
+            schedruns.set_last_scheduled(ctx, e, before)
 
         ctx.plan(CreateJob(manifest, f"scheduled run due {st.fmt(due)}", undo))
-    ctx.new = ctx.new.model_copy(update={"last_schedule_time": st.fmt(due)})
+    schedruns.set_last_scheduled(ctx, e, st.fmt(due))
     return True
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,10 +20,12 @@ from cron_descriptor import DescriptionTypeEnum, ExpressionDescriptor, Options
 from cron_descriptor.ExpressionParser import ExpressionParser
 from cron_descriptor.GetText import GetText
 
-from bgjob import cronspec
-from bgjob.api import Schedule, Weekday
+from bgjob import cronspec, skiprules
+from bgjob.api import CatchUp, Schedule, Weekday
+from bgjob.skiprules import Rules
 
 NEXT_RUN_COUNT = 3
+NO_RULES = Rules()
 _DOW = {d: i for i, d in enumerate([Weekday.SUNDAY, Weekday.MONDAY, Weekday.TUESDAY,
                                      Weekday.WEDNESDAY, Weekday.THURSDAY, Weekday.FRIDAY,
                                      Weekday.SATURDAY])}
@@ -50,6 +53,9 @@ class Compiled:
     interval: timedelta | None = None    # Operator mode, ``every``
     at: datetime | None = None           # Operator mode, ``at`` (UTC)
     anchor: datetime | None = None       # Operator mode, ``every``: the series counts from here
+    name: str = ""                       # the spec.schedules entry ("" for spec.schedule)
+    rules: Rules = NO_RULES              # active window and skip list
+    catch_up: CatchUp = CatchUp.LATEST
 
     @property
     def zone(self) -> ZoneInfo:
@@ -148,12 +154,13 @@ def describe_cron(expr: str) -> str:
         return expr
 
 
-def _compile_cron(cron: str, tz: str, namespace: str, name: str) -> Compiled:
+def _compile_cron(cron: str, tz: str, namespace: str, name: str,
+                  path: str = "spec.schedule") -> Compiled:
     try:
         resolved = resolve_hash(cron.strip(), namespace, name)
         validate_cron(resolved, tz)
     except cronspec.CronError as exc:
-        raise ScheduleError("spec.schedule.cron", f"{cron!r}: {exc}") from None
+        raise ScheduleError(f"{path}.cron", f"{cron!r}: {exc}") from None
     text = cron.strip()
     desc = describe_cron(cronspec.MACROS.get(resolved, resolved))
     if resolved != text:
@@ -161,13 +168,13 @@ def _compile_cron(cron: str, tz: str, namespace: str, name: str) -> Compiled:
     return Compiled("cron", Mode.CRONJOB, tz, desc, cron=resolved)
 
 
-def _compile_every(every: str, tz: str) -> Compiled:
+def _compile_every(every: str, tz: str, path: str = "spec.schedule") -> Compiled:
     try:
         interval = parse_duration(every)
     except ValueError as exc:
-        raise ScheduleError("spec.schedule.every", str(exc)) from None
+        raise ScheduleError(f"{path}.every", str(exc)) from None
     if interval < timedelta(minutes=1):
-        raise ScheduleError("spec.schedule.every", f"{every!r} is below 1m")
+        raise ScheduleError(f"{path}.every", f"{every!r} is below 1m")
     cron = _cron_for_every(interval)
     desc = f"Every {every}"
     if cron is not None:
@@ -175,31 +182,49 @@ def _compile_every(every: str, tz: str) -> Compiled:
     return Compiled("every", Mode.OPERATOR, tz, desc, interval=interval)
 
 
-def _compile_at(text: str, tz: str) -> Compiled:
+def _compile_at(text: str, tz: str, path: str = "spec.schedule") -> Compiled:
     try:
         at = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ScheduleError("spec.schedule.at", f"{text!r} is not an RFC 3339 time") from None
+        raise ScheduleError(f"{path}.at", f"{text!r} is not an RFC 3339 time") from None
     if at.tzinfo is None:
-        raise ScheduleError("spec.schedule.at", f"{text!r} needs a zone offset or Z")
+        raise ScheduleError(f"{path}.at", f"{text!r} needs a zone offset or Z")
     at = at.astimezone(UTC)
     return Compiled("at", Mode.OPERATOR, tz, f"Once, at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
                     at=at)
 
 
-def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
-    """Decide how the schedule runs. Raises ScheduleError naming the offending field."""
+def compile_schedule(s: Schedule, namespace: str, name: str, path: str = "spec.schedule",
+                     entry: str = "") -> Compiled:
+    """Decide how the schedule runs. Raises ScheduleError naming the offending field.
+
+    ``entry`` names a spec.schedules entry (``path`` is then ``spec.schedules[i]``). Such
+    entries, and ``catchUp: All``, are timed by the operator: one CronJob per entry would
+    multiply the CronJobs to watch and keep in line, and the native controller only ever
+    creates the latest missed Job, so it cannot catch up on all of them.
+    """
+    try:
+        rules = skiprules.compile_rules(s, path)
+    except skiprules.RuleError as exc:
+        raise ScheduleError(exc.field, str(exc).split(": ", 1)[1]) from None
+    c = _compile_kind(s, namespace, name, path)
+    operator_timed = bool(entry) or s.catch_up is CatchUp.ALL
+    mode = Mode.OPERATOR if operator_timed else c.mode
+    return replace(c, mode=mode, name=entry, rules=rules, catch_up=s.catch_up)
+
+
+def _compile_kind(s: Schedule, namespace: str, name: str, path: str) -> Compiled:
     try:
         ZoneInfo(s.time_zone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError("spec.schedule.timeZone",
+        raise ScheduleError(f"{path}.timeZone",
                             f"unknown time zone {s.time_zone!r} (use an IANA name such as "
                             "Europe/Berlin)") from None
     tz = s.time_zone
     if s.cron is not None:
-        return _compile_cron(s.cron, tz, namespace, name)
+        return _compile_cron(s.cron, tz, namespace, name, path)
     if s.every is not None:
-        return _compile_every(s.every, tz)
+        return _compile_every(s.every, tz, path)
     if s.daily is not None:
         h, m = _hhmm(s.daily)
         return Compiled("daily", Mode.CRONJOB, tz, f"At {s.daily}, every day",
@@ -215,8 +240,8 @@ def compile_schedule(s: Schedule, namespace: str, name: str) -> Compiled:
                         f"At {s.monthly.time}, on day {s.monthly.day} of the month",
                         cron=f"{m} {h} {s.monthly.day} * *")
     if s.at is not None:
-        return _compile_at(s.at, tz)
-    raise ScheduleError("spec.schedule", "set one of cron, every, daily, weekly, monthly, at")
+        return _compile_at(s.at, tz, path)
+    raise ScheduleError(path, "set one of cron, every, daily, weekly, monthly, at")
 
 
 def validate_cron(expr: str, time_zone: str) -> None:
@@ -235,12 +260,39 @@ def next_run_times(c: Compiled, now: datetime, anchor: datetime,
     ``anchor`` is where operator-timed intervals count from (the object's creation time), so
     the series is stable across operator restarts.
     """
-    if c.mode is Mode.CRONJOB:
-        return cronspec.next_times(cronspec.parse(c.cron), now, c.zone, count)
+    r = c.rules
+    if r.active_from is not None and now < r.active_from:
+        now = r.active_from - timedelta(seconds=1)  # the first time may be activeFrom itself
+    out: list[datetime] = []
+    for i, t in enumerate(_raw_times_after(c, now, anchor)):
+        if len(out) >= count or i >= SCAN_LIMIT or not skiprules.active(r, t):
+            break
+        if skiprules.skip_reason(r, t, c.zone) is None:
+            out.append(t)
+    return out
+
+
+# How many due times nextRunTimes looks at to find ``count`` that are not skipped (a skip
+# list can leave out a long run of times; five years of weekdays is about 1,300).
+SCAN_LIMIT = 2000
+
+
+def _raw_times_after(c: Compiled, now: datetime, anchor: datetime) -> Iterator[datetime]:
+    """Due times after ``now``, ascending, before skip rules (lazily: the caller stops)."""
+    if c.cron:
+        spec, t = cronspec.parse(c.cron), now
+        while (nxt := cronspec.next_after(spec, t, c.zone)) is not None:
+            yield nxt
+            t = nxt
+        return
     if c.at is not None:
-        return [c.at] if c.at > now else []
+        if c.at > now:
+            yield c.at
+        return
     assert c.interval is not None
     anchor = anchor.astimezone(UTC)  # absolute time: aware arithmetic in a zone is wall-clock
     step = c.interval.total_seconds()
     k = max(0, int((now - anchor).total_seconds() // step) + 1)
-    return [anchor + timedelta(seconds=step * (k + i)) for i in range(count)]
+    while True:
+        yield anchor + timedelta(seconds=step * k)
+        k += 1

@@ -15,7 +15,7 @@ from typing import Any
 
 from bgjob import accounting, api
 from bgjob.api import BackgroundJobStatus, Condition, RunRecord, RunRef, Stats
-from bgjob.vocab import CRONJOB_INSTANTIATE
+from bgjob.vocab import CRONJOB_INSTANTIATE, LABEL_SCHEDULE
 
 RUNNING = "Running"
 SUCCEEDED = "Succeeded"
@@ -62,7 +62,8 @@ def observe(job: dict[str, Any]) -> RunRecord:
     text = str(ann.get(api.ANN_ATTEMPT, "1") or "1")
     attempt = int(text) if text.isdigit() and int(text) > 0 else 1  # hand-edited: first try
     base = {"job": meta.get("name", ""), "trigger": trigger_of(job), "attempt": attempt,
-            "scheduled_time": scheduled or None, "start_time": start}
+            "scheduled_time": scheduled or None, "start_time": start,
+            "schedule": (meta.get("labels") or {}).get(LABEL_SCHEDULE) or None}
     if final is None:
         return RunRecord(**base, result=RUNNING)
     done = status.get("completionTime") or final.get("lastTransitionTime")
@@ -137,7 +138,7 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
     held = accounting.still_held(status.accounted, jobs)
     return status.model_copy(update={
         "active": [RunRef(job=r.job, trigger=r.trigger, attempt=r.attempt,
-                          start_time=r.start_time) for r in active],
+                          start_time=r.start_time, schedule=r.schedule) for r in active],
         "runs": runs,
         "stats": stats,
         "last_run": last_run,

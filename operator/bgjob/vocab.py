@@ -12,6 +12,7 @@ ANN_ADMITTED = f"{GROUP}/admitted"         # the operator let this Job run (the 
 ANN_RETRY_OF = f"{GROUP}/retry-of"         # on retry Jobs: the first attempt's Job
 ANN_PARAMETERS = f"{GROUP}/parameters"     # the run's overrides, for its retries
 ANN_SCHEDULE_NAME = f"{GROUP}/schedule"
+LABEL_SCHEDULE = f"{GROUP}/schedule"       # on Jobs of a spec.schedules entry: its name
 CRONJOB_INSTANTIATE = "cronjob.kubernetes.io/instantiate"  # kubectl create job --from=cronjob
 
 # -- on the BackgroundJob (the user's) -------------------------------------------------------
@@ -29,6 +30,7 @@ INVALID_SPEC = "InvalidSpec"
 INVALID_SCHEDULE = "InvalidSchedule"
 INVALID_TRIGGER = "InvalidTrigger"
 CHILD_CONFLICT = "ChildConflict"
+EXPIRED = "Expired"               # Ready: every schedule is past its activeUntil
 FAILED_CREATE = "FailedCreate"   # the API server refused a run's Job (quota, RBAC, 5xx)
 
 # -- event reasons -----------------------------------------------------------------------------
