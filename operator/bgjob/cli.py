@@ -29,11 +29,13 @@ ANN_RESUME = f"{api.GROUP}/resume"
 
 # -- offline: validate --------------------------------------------------------------------
 
-def parse_schedule(text: str, tz: str) -> Schedule:
+def parse_schedule(text: str, tz: str, skip: dict[str, Any] | None = None) -> Schedule:
     """``every:30m``, ``daily:02:00``, ``weekly:Monday:03:00``, ``monthly:1:08:00``,
-    ``at:2026-12-01T12:00:00Z``, or a cron expression."""
+    ``at:2026-12-01T12:00:00Z``, or a cron expression; ``skip`` as in schedule.skip."""
     kind, sep, rest = text.partition(":")
     doc: dict[str, Any] = {"timeZone": tz}
+    if skip:
+        doc["skip"] = skip
     if sep and kind in ("every", "daily", "at"):
         doc[kind] = rest
     elif sep and kind in ("weekly", "monthly"):
@@ -51,7 +53,8 @@ def parse_schedule(text: str, tz: str) -> Schedule:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    s = parse_schedule(args.schedule, args.tz)
+    skip = {k: v for k, v in (("dates", args.skip_date), ("cron", args.skip_cron)) if v}
+    s = parse_schedule(args.schedule, args.tz, skip)
     try:
         compiled = schedule.compile_schedule(s, args.namespace or "default", args.name)
     except schedule.ScheduleError as exc:
@@ -309,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_", default=None, help="start time (default now)")
     p.add_argument("--name", default="validate",
                    help="BackgroundJob name that H hashes with (default validate)")
+    p.add_argument("--skip-date", action="append", default=[], metavar="YYYY-MM-DD",
+                   help="leave out due times on this local date (repeatable), as "
+                   "schedule.skip.dates")
+    p.add_argument("--skip-cron", action="append", default=[], metavar="CRON",
+                   help="leave out due times this cron matches (repeatable), as "
+                   "schedule.skip.cron")
     p = verb("completion", "print a shell completion script",
              "source <(kubectl bgjob completion bash)", cmd_completion, output=(), named=False)
     p.add_argument("shell", choices=["bash", "zsh"])

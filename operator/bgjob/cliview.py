@@ -157,7 +157,12 @@ def overdue_table(items: Sequence[dict[str, Any]], now: datetime) -> str:
 # -- describe -----------------------------------------------------------------------------
 
 def _schedule_line(spec: dict[str, Any]) -> str:
-    sched = spec.get("schedule") or {}
+    if spec.get("schedules"):
+        return f"{len(spec['schedules'])} schedules (below)"
+    return _kind_line(spec.get("schedule") or {})
+
+
+def _kind_line(sched: dict[str, Any]) -> str:
     for kind in ("cron", "every", "daily", "at"):
         if kind in sched:
             return f"{kind} {sched[kind]}"
@@ -165,6 +170,44 @@ def _schedule_line(spec: dict[str, Any]) -> str:
         if kind in sched:
             return f"{kind} {sched[kind].get('day')} {sched[kind].get('time')}"
     return "none (runs only when triggered)"
+
+
+def _calendar_lines(sched: dict[str, Any], indent: str) -> list[str]:
+    """The second wave's schedule fields, only where set (older objects read as before)."""
+    out = []
+    if sched.get("activeFrom") or sched.get("activeUntil"):
+        out.append(f"{indent}Active:      from {sched.get('activeFrom') or 'always'} until "
+                   f"{sched.get('activeUntil') or 'forever'}")
+    skip = sched.get("skip") or {}
+    parts = [*(skip.get("dates") or []), *(f"cron {c}" for c in skip.get("cron") or []),
+             *(f"{w.get('from')} to {w.get('until')}" for w in skip.get("windows") or [])]
+    if parts:
+        out.append(f"{indent}Skip:        " + ", ".join(parts))
+    if sched.get("catchUp") not in (None, "Latest"):
+        out.append(f"{indent}Catch-up:    {sched['catchUp']}")
+    return out
+
+
+def _entries_lines(spec: dict[str, Any], st: dict[str, Any], zone: tzinfo,
+                   local: tzinfo) -> list[str]:
+    """spec.schedules: one block per entry, with its own next run."""
+    if not spec.get("schedules"):
+        return []
+    rows = {r.get("name"): r for r in st.get("schedules") or []}
+    out = ["Schedules:"]
+    for entry in spec["schedules"]:
+        row = rows.get(entry.get("name")) or {}
+        nxt = (row.get("nextRunTimes") or [None])[0]
+        out.append(f"  {entry.get('name')}: {_kind_line(entry)} "
+                   f"({entry.get('timeZone', 'UTC')})")
+        out.append(f"    In words:    {row.get('description') or '-'}")
+        params = entry.get("parameters") or {}
+        if params:
+            out.append("    Parameters:  " + ", ".join(f"{k}={v}"
+                                                   for k, v in sorted(params.items())))
+        out += _calendar_lines(entry, "    ")
+        out.append(f"    Next run:    {_when(nxt, zone, local) if nxt else 'none'}")
+    return out
 
 
 def _when(text: str, zone: tzinfo, local: tzinfo) -> str:
@@ -210,9 +253,11 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
         + (f", non-retryable exit codes {retry['nonRetryableExitCodes']}"
            if retry.get("nonRetryableExitCodes") else ""),
     ]
+    out += _calendar_lines(spec.get("schedule") or {}, "  ")
     params = spec.get("parameters") or {}
     if params:
         out.append("Parameters:    " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
+    out += _entries_lines(spec, st, zone, local)
     out.append("")
     out.append("Next runs:")
     times = sched_st.get("nextRunTimes") or []
@@ -235,7 +280,8 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
                f"{s.get('failed', 0)} failed, success rate {rate(s.get('successRate'))}, "
                f"average {duration(s.get('averageDurationSeconds'))}, "
                f"{s.get('consecutiveFailures', 0)} failures in a row, "
-               f"{s.get('retries', 0)} retries, {s.get('missed', 0)} missed")
+               f"{s.get('retries', 0)} retries, {s.get('missed', 0)} missed"
+               + (f", {s['skipped']} skipped" if s.get("skipped") else ""))
     out.append("")
     out.append("Conditions:")
     conds = st.get("conditions") or []
