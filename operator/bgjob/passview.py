@@ -33,7 +33,7 @@ def schedule_status(ctx: Pass) -> BackgroundJobStatus:
     if c is None or sched is None:
         if ctx.problem is not None and ctx.problem.reason in (INVALID_SPEC, INVALID_SCHEDULE):
             return new
-        return new.model_copy(update={"schedule": None, "cron_job": None})
+        return new.model_copy(update={"schedule": None, "cron_job": None, "schedules": None})
     nxt = [] if ctx.suspended else schedule.next_run_times(c, ctx.now, c.anchor or ctx.now)
     if c.at is not None and new.last_schedule_time is not None:
         nxt = []  # a one-off that has run
