@@ -92,8 +92,7 @@ def count_skipped(ctx: Pass, e: Entry, times: list[datetime]) -> None:
     """Due times the skip list names: counted in stats.skipped once each, one event."""
     if not times:
         return
-    stats = ctx.new.stats.model_copy(update={"skipped": ctx.new.stats.skipped + len(times)})
-    ctx.new = ctx.new.model_copy(update={"stats": stats})
+    ctx.count_skipped(len(times))
     if not e.name:
         ctx.skipped_through = max(times)
     else:
@@ -147,8 +146,7 @@ def skip_at_admission(ctx: Pass, job: dict[str, Any], when: datetime) -> bool:
                                                        accounting.uid_of(job)]})
     ctx.to_delete.append(job["metadata"]["name"])
     if why is not None:
-        stats = ctx.new.stats.model_copy(update={"skipped": ctx.new.stats.skipped + 1})
-        ctx.new = ctx.new.model_copy(update={"stats": stats})
+        ctx.count_skipped()
         ctx.event(NORMAL, EV_RUN_SKIPPED, f"Scheduled run {job['metadata']['name']} "
                   f"skipped: {why}")
     return True
