@@ -159,6 +159,43 @@ def expect_old_entry_runs_new_one_not_the_past(w: World) -> None:
     assert rows["hourly"]["inForce"]["cron"] == "0 * * * *"
 
 
+def two_due_at_once_enqueue(w: World) -> None:
+    w.settle()
+    w.at(2 * 3600)
+    w.settle()
+
+
+def expect_second_queued_then_started_as_itself(w: World) -> None:
+    queued = w.status.get("queued") or []
+    assert len(queued) == 1 and len(w.status.get("active") or []) == 1, (queued, w.jobs())
+    assert queued[0]["schedule"] in ("hourly", "even")
+    waiting = queued[0]["job"]
+    w.kube.finish(w.status["active"][0]["job"])
+    w.settle()
+    job = w.kube.job(waiting)
+    assert job is not None, w.jobs()
+    name = job["metadata"]["labels"]["bgjob.dev/schedule"]
+    assert name == queued[0]["schedule"]
+    assert env_of(w, waiting)["BGJOB_PARAM_LEVEL"] == {"hourly": "light", "even": "full"}[name]
+
+
+def schedule_then_schedules(w: World) -> None:
+    w.settle()
+    assert ("cronjobs", NS, "bj") in w.kube.objects
+    w.spec(schedule=None, schedules=[{"name": "a", "cron": "0 * * * *"}])
+    bj = w.kube.bj()
+    bj["spec"].pop("schedule")
+    w.settle()
+    w.at(3600)
+    w.settle()
+
+
+def expect_cronjob_gone_and_entry_runs(w: World) -> None:
+    assert ("cronjobs", NS, "bj") not in w.kube.objects
+    assert w.jobs() == [f"bj-a-{minutes(11)}"], w.jobs()
+    assert w.stats.get("missed", 0) == 0
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 WINDOW_11 = {"windows": [{"from": "2026-11-23T11:00:00Z", "until": "2026-11-23T11:01:00Z"}]}
 
@@ -187,6 +224,12 @@ CASES = [
     Case("one schedules entry broken, one added later: the kept version runs, the new one "
          "does not run the past", {"schedules": [{"name": "hourly", "cron": "0 * * * *"}]},
          entry_added_later_and_one_broken, expect_old_entry_runs_new_one_not_the_past),
+    Case("two schedules due at once, Enqueue: the second queues and starts with its own "
+         "label and parameters", {**TWO, "concurrencyPolicy": "Enqueue"},
+         two_due_at_once_enqueue, expect_second_queued_then_started_as_itself),
+    Case("spec.schedule replaced by spec.schedules: the CronJob goes, the entry is "
+         "operator-timed from then on", CRON, schedule_then_schedules,
+         expect_cronjob_gone_and_entry_runs),
 ]
 
 
