@@ -196,6 +196,24 @@ def expect_cronjob_gone_and_entry_runs(w: World) -> None:
     assert w.stats.get("missed", 0) == 0
 
 
+def entry_run_fails(w: World) -> None:
+    w.settle()
+    w.at(3600)
+    w.settle()
+    w.kube.finish(f"bj-hourly-{minutes(11)}", ok=False)
+    w.settle()
+    w.at(3600 + 120)
+    w.settle()
+
+
+def expect_retry_keeps_schedule_and_parameters(w: World) -> None:
+    retry = f"bj-hourly-{minutes(11)}-r2"
+    job = w.kube.job(retry)
+    assert job is not None, w.jobs()
+    assert job["metadata"]["labels"]["bgjob.dev/schedule"] == "hourly"
+    assert env_of(w, retry)["BGJOB_PARAM_LEVEL"] == "light"
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 WINDOW_11 = {"windows": [{"from": "2026-11-23T11:00:00Z", "until": "2026-11-23T11:01:00Z"}]}
 
@@ -227,6 +245,10 @@ CASES = [
     Case("two schedules due at once, Enqueue: the second queues and starts with its own "
          "label and parameters", {**TWO, "concurrencyPolicy": "Enqueue"},
          two_due_at_once_enqueue, expect_second_queued_then_started_as_itself),
+    Case("a run of a schedules entry fails: its retry keeps the schedule label and its "
+         "parameters", {"schedules": TWO["schedules"][:1], "retry": {
+             "limit": 1, "backoff": {"initialDelaySeconds": 60, "jitter": 0}}},
+         entry_run_fails, expect_retry_keeps_schedule_and_parameters),
     Case("spec.schedule replaced by spec.schedules: the CronJob goes, the entry is "
          "operator-timed from then on", CRON, schedule_then_schedules,
          expect_cronjob_gone_and_entry_runs),
