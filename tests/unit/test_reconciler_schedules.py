@@ -102,7 +102,7 @@ def expect_none_runs_late(w: World) -> None:
     assert w.stats["missed"] == 2 and not w.status.get("active")
 
 
-TWO = {"parameters": {"level": "default", "other": "x"}, "schedules": [
+TWO: dict[str, Any] = {"parameters": {"level": "default", "other": "x"}, "schedules": [
     {"name": "hourly", "cron": "0 * * * *", "parameters": {"level": "light"}},
     {"name": "even", "cron": "0 */2 * * *", "parameters": {"level": "full"}},
 ]}
