@@ -480,6 +480,24 @@ class PendingRetry(Model):
     )
 
 
+class BackfillStatus(Model):
+    from_: str = Field(alias="from", description="from is the start of the range (included).")
+    until: str = Field(description="until is the end of the range (excluded).")
+    id: str = Field(description="id names this backfill's Jobs: <name>-b<id>-<minutes>.")
+    phase: str = Field(default="Running", description="phase is Running, Completed, "
+                       "Cancelled or Invalid (the annotation could not be used: see message).")
+    message: str = Field(default="", description="message says why an Invalid backfill "
+                         "did not start.")
+    total: int = Field(default=0, description="total is the number of due times in the range.")
+    started: int = Field(default=0, description="started runs.")
+    succeeded: int = Field(default=0, description="succeeded runs.")
+    failed: int = Field(default=0, description="failed runs (after their retries).")
+    next: str | None = Field(default=None, description="next is the due time that starts "
+                             "next; absent once every run has started.")
+    completion_time: str | None = Field(default=None, description="completionTime is when "
+                                        "the last run ended (or the backfill was cancelled).")
+
+
 class BackgroundJobStatus(Model):
     observed_generation: int | None = Field(default=None, description="observedGeneration.")
     conditions: list[Condition] = Field(default_factory=list, description="conditions.")
@@ -518,6 +536,12 @@ class BackgroundJobStatus(Model):
     last_handled_resume: str | None = Field(
         default=None, description="lastHandledResume is the last resume token acted on."
     )
+    last_handled_backfill: str | None = Field(
+        default=None, description="lastHandledBackfill is the last bgjob.dev/backfill value "
+        "acted on."
+    )
+    backfill: BackfillStatus | None = Field(
+        default=None, description="backfill is the progress of the latest backfill.")
 
 
 class BackgroundJob(Model):

@@ -244,6 +244,14 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
             + ("queued by its admission system, created " if a.get("result") == "Queued"
                else "started ")
             + f"{age(a.get('startTime'), now)} ago)" for a in active]
+    bf = st.get("backfill") or {}
+    if bf.get("phase") == "Invalid":
+        out.append(f"Backfill:      not started: {bf.get('message', '')}")
+    elif bf:
+        out.append(f"Backfill:      {bf.get('phase')}, {bf.get('from')} until {bf.get('until')}: "
+                   f"{bf.get('started', 0)} of {bf.get('total', 0)} started, "
+                   f"{bf.get('succeeded', 0)} succeeded, {bf.get('failed', 0)} failed"
+                   + (f", next {bf['next']}" if bf.get("next") else ""))
     queued = st.get("queued") or []
     if queued:
         out.append(f"Queued runs:   {len(queued)}")

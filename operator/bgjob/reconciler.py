@@ -21,9 +21,11 @@ from pydantic import ValidationError
 
 from bgjob import (
     accounting,
+    backfilling,
     cronjobs,
     judging,
     manifests,
+    queueing,
     runs,
     schedule,
 )
@@ -112,7 +114,7 @@ class Reconciler:
         self.fx.apply(ctx)
 
         ### 6: Queued runs start first in, first out, while slots are free.
-        runs.step_queue(ctx)
+        queueing.step_queue(ctx)
         self.fx.apply(ctx)
 
         ### 7: Admit the Jobs the CronJob made suspended, under the concurrency policy.
@@ -133,17 +135,23 @@ class Reconciler:
         self.fx.apply(ctx)
         runs.step_held(ctx)
 
-        ### 11: Schedule description, conditions, observedGeneration.
+        ### 11: A new backfill value starts a backfill; its next due times start when the gate
+        ###     has room (after the live runs above, which go first).
+        backfilling.step_begin(ctx)
+        backfilling.step_advance(ctx)
+        self.fx.apply(ctx)
+
+        ### 12: Schedule description, conditions, observedGeneration.
         ctx.new = schedule_status(ctx)
         ctx.new = conditions(ctx)
 
-        ### 12: One status write holding everything this pass decided, then the events.
+        ### 13: One status write holding everything this pass decided, then the events.
         if not self._write(ctx):
             return ctx.out
         if self.metrics is not None:
             self.metrics.record((ctx.ns, ctx.name), ctx.old, ctx.new)
 
-        ### 13: Now that it is recorded: let counted Jobs go, drop missed waiting Jobs, prune.
+        ### 14: Now that it is recorded: let counted Jobs go, drop missed waiting Jobs, prune.
         self.fx.release(ctx, accounting.release(ctx.new.accounted, ctx.jobs.values())
                       + ctx.orphans)
         for job_name in ctx.to_delete:

@@ -681,6 +681,113 @@ def expect_scheduled_queued_with_its_time(w: World) -> None:
     assert env["BGJOB_SCHEDULED_TIME"] == fmt(T0.replace(minute=7))
 
 
+# -- backfill ----------------------------------------------------------------------------------
+
+BF_RANGE = '{"from": "2026-11-18T00:00:00Z", "until": "2026-11-23T00:00:00Z"}'
+
+
+def backfill_jobs(w: World) -> list[dict[str, Any]]:
+    return [j for j in w.kube.jobs(NS, NAME)
+            if j["metadata"]["labels"][api.LABEL_TRIGGER] in ("backfill", "retry")]
+
+
+def five_day_backfill_with_a_restart(w: World) -> None:
+    w.settle()
+    w.annotate(backfill=BF_RANGE)
+    w.settle()
+    seen = []
+    for i in range(5):
+        running = [j for j in backfill_jobs(w)
+                   if not (j.get("status") or {}).get("conditions")]
+        assert len(running) == 1, [j["metadata"]["name"] for j in running]  # one at a time
+        seen.append(running[0]["metadata"]["name"])
+        if i == 2:
+            w.rec = Reconciler(w.kube, clock=w.clock)  # type: ignore[arg-type]  # a restart
+            w.settle()
+        w.kube.finish(running[0]["metadata"]["name"])
+        w.settle()
+    w.extra = seen  # type: ignore[attr-defined]
+
+
+def expect_five_runs_in_order_once(w: World) -> None:
+    seen = w.extra  # type: ignore[attr-defined]
+    assert len(set(seen)) == 5 and len(backfill_jobs(w)) <= 5
+    times = []
+    for name in seen:
+        job = w.kube.job(name)
+        if job is not None:
+            env = {e["name"]: e.get("value")
+                   for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+            times.append(env["BGJOB_SCHEDULED_TIME"])
+            assert env["BGJOB_TRIGGER"] == "backfill"
+    assert times == sorted(times) and all(t.endswith("T02:00:00Z") for t in times)
+    bf = w.status["backfill"]
+    assert (bf["total"], bf["started"], bf["succeeded"], bf["failed"]) == (5, 5, 5, 0)
+    assert bf["phase"] == "Completed" and "next" not in bf
+    assert w.reasons().count("BackfillStarted") == 1
+    assert w.reasons().count("BackfillCompleted") == 1
+    assert w.stats["runs"] == 5
+
+
+def backfill_of_too_many_times(w: World) -> None:
+    w.settle()
+    w.annotate(backfill='{"from": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}')
+    w.settle()
+
+
+def expect_invalid_until_removed(w: World) -> None:
+    assert backfill_jobs(w) == []
+    ready = w.condition("Ready")
+    assert ready["reason"] == "InvalidTrigger" and "bgjob.dev/backfill" in ready["message"]
+    assert "more than 1000 times" in ready["message"]
+    assert w.reasons().count("InvalidTrigger") == 1
+    bj = w.kube.bj()
+    del bj["metadata"]["annotations"]["bgjob.dev/backfill"]
+    w.kube._bump(bj)
+    w.settle()
+    assert w.condition("Ready")["status"] == "True"
+
+
+def backfill_cancelled_midway(w: World) -> None:
+    w.settle()
+    w.annotate(backfill=BF_RANGE)
+    w.settle()
+    [first] = backfill_jobs(w)
+    w.kube.finish(first["metadata"]["name"])
+    w.settle()
+    w.annotate(cancel="stop")
+    w.settle()
+
+
+def expect_stopped_after_two(w: World) -> None:
+    bf = w.status["backfill"]
+    assert bf["phase"] == "Cancelled" and bf["started"] == 2 and "next" not in bf
+    w.settle()
+    assert len(backfill_jobs(w)) == 2
+
+
+def backfill_run_fails_then_its_retry_fails(w: World) -> None:
+    w.settle()
+    w.annotate(backfill='{"from": "2026-11-22T00:00:00Z", "until": "2026-11-23T00:00:00Z"}')
+    w.settle()
+    [first] = backfill_jobs(w)
+    w.kube.finish(first["metadata"]["name"], ok=False)
+    w.settle()
+    w.at(120)
+    w.settle()
+    retry = [j for j in backfill_jobs(w) if j["metadata"]["name"].endswith("-r2")]
+    assert retry, [j["metadata"]["name"] for j in backfill_jobs(w)]
+    assert w.status["backfill"]["phase"] == "Running"  # its retry is still to come
+    w.kube.finish(retry[0]["metadata"]["name"], ok=False)
+    w.settle()
+
+
+def expect_one_failed_after_its_retry(w: World) -> None:
+    bf = w.status["backfill"]
+    assert (bf["started"], bf["succeeded"], bf["failed"], bf["phase"]) == (
+        1, 0, 1, "Completed")
+
+
 ENQ = {"concurrencyPolicy": "Enqueue"}
 
 
@@ -772,6 +879,19 @@ CASES = [
     Case("Enqueue, operator timing: a run due while another is active is queued with its "
          "scheduled time", {**EVERY7, **ENQ}, operator_timed_run_due_while_active,
          expect_scheduled_queued_with_its_time),
+    Case("a 5-day backfill: one run at a time, oldest first, historical BGJOB_SCHEDULED_TIME, "
+         "a restart midway runs no time twice, completed once",
+         {"schedule": {"daily": "02:00"}}, five_day_backfill_with_a_restart,
+         expect_five_runs_in_order_once),
+    Case("a backfill of more than 1000 times: InvalidTrigger naming the annotation, no run, "
+         "until the annotation is removed", {"schedule": {"every": "1h"}},
+         backfill_of_too_many_times, expect_invalid_until_removed),
+    Case("cancel stops a backfill midway: no further time starts",
+         {"schedule": {"daily": "02:00"}}, backfill_cancelled_midway,
+         expect_stopped_after_two),
+    Case("a backfill run fails and so does its retry: counted failed once, then completed",
+         {"schedule": {"daily": "02:00"}, **RETRY}, backfill_run_fails_then_its_retry_fails,
+         expect_one_failed_after_its_retry),
 ]
 
 
