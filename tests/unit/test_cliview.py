@@ -186,7 +186,8 @@ def test_completion_candidates() -> None:
         asked.append(ns)
         return ["cleanup", "report"]
 
-    assert clicomplete.candidates(parser, [""], names)[:3] == ["cancel", "completion", "describe"]
+    assert clicomplete.candidates(parser, [""], names)[:3] == [
+        "backfill", "cancel", "completion"]
     assert clicomplete.candidates(parser, ["-n", "ops", "de"], names) == ["describe"]
     assert clicomplete.candidates(parser, ["-n", "ops", "describe", "c"], names) == ["cleanup"]
     assert asked == ["ops"]
