@@ -92,7 +92,8 @@ def _await_start(s: Session, name: str, token: str, job: str, deadline: float) -
                 _poll(deadline, f"queued run {job} to start")
                 continue
             why = next((e for e in reversed(s.events(name))
-                        if e.get("reason") in ("TriggerRejected", "InvalidTrigger")), None)
+                        if e.get("reason") in ("TriggerRejected", "InvalidTrigger",
+                                               "RunSkipped")), None)
             raise CliError(f"run not started: {why['reason']}: {why.get('message', '')}"
                            if why else "run not started (see kubectl bgjob describe "
                            f"{name})")
