@@ -51,7 +51,9 @@ def step_queue(ctx: Pass) -> None:
             continue
         job = ctx.jobs.get(entry.job)
         if job is not None and not accounting.awaiting_admission(job):
-            continue  # started by an earlier pass that did not get to record it
+            if entry.trigger == "retry":  # started by a pass that did not get to record it
+                _add_retries(ctx, 1)
+            continue
         if entry.waiting_job and job is None:
             log.info("%s/%s: queued Job %s is gone; dropped from the queue", ctx.ns,
                      ctx.name, entry.job)

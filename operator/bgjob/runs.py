@@ -169,7 +169,7 @@ def step_run_now(ctx: Pass) -> None:
         full = len(ctx.new.queued) >= (ctx.spec.queue_limit if ctx.spec.concurrency_policy
                                        is ConcurrencyPolicy.ENQUEUE else api.MAX_QUEUED)
         queueing.enqueue(ctx, entry, Verdict.SKIP if full else Verdict.QUEUE,
-                 f"{what} (run-at {st.fmt(decision.not_before)})")
+                         f"{what} (run-at {st.fmt(decision.not_before)})")
         ctx.wake_at(decision.not_before)
         return
     verdict = queueing.verdict(ctx, force=decision.force)
@@ -183,8 +183,9 @@ def step_run_now(ctx: Pass) -> None:
                   f"{api.ANN_RUN_FORCE}: \"true\" to run anyway")
         return
     if verdict in (Verdict.QUEUE, Verdict.SKIP):
-        queueing.enqueue(ctx, QueuedRun(job=job_name, trigger="manual", since=st.fmt(ctx.now) or "",
-                                parameters=params), verdict, what)
+        entry = QueuedRun(job=job_name, trigger="manual", since=st.fmt(ctx.now) or "",
+                          parameters=params)
+        queueing.enqueue(ctx, entry, verdict, what)
         return
     if verdict is Verdict.REPLACE:
         ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
@@ -305,9 +306,9 @@ def _start_scheduled(ctx: Pass, due: datetime) -> bool:
             return False
         ctx.new = ctx.new.model_copy(update={"last_schedule_time": st.fmt(due)})
         if verdict in (Verdict.QUEUE, Verdict.SKIP):
-            queueing.enqueue(ctx, QueuedRun(job=job_name, trigger="scheduled",
-                                    since=st.fmt(ctx.now) or "", scheduled_time=st.fmt(due)),
-                     verdict, f"Scheduled run due {st.fmt(due)}")
+            entry = QueuedRun(job=job_name, trigger="scheduled", since=st.fmt(ctx.now) or "",
+                              scheduled_time=st.fmt(due))
+            queueing.enqueue(ctx, entry, verdict, f"Scheduled run due {st.fmt(due)}")
             return True
         if verdict is Verdict.REPLACE:
             ctx.plan(CancelRuns(_names(ctx.active_jobs()), f"replaced-by:{job_name}"))
