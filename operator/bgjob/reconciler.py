@@ -24,6 +24,7 @@ from bgjob import (
     cronjobs,
     judging,
     manifests,
+    params,
     runs,
     schedule,
 )
@@ -200,7 +201,7 @@ class Reconciler:
                 ctx.retry_policy = Retry()
             return
         ctx.retry_policy = ctx.spec.retry
-        bad = manifests.template_problem(ctx.spec.template)
+        bad = manifests.template_problem(ctx.spec.template) or params.spec_problem(ctx.spec)
         if bad is not None:
             ctx.problem = SpecProblem(INVALID_SPEC, bad)
             ctx.template_ok = False

@@ -14,6 +14,7 @@ from typing import Any
 from bgjob import accounting, api, manifests, schedule, timing, triggers
 from bgjob import status as st
 from bgjob.api import ConcurrencyPolicy, PendingRetry
+from bgjob.params import run_problem
 from bgjob.passctx import AdmitJob, CancelRuns, CreateJob, Pass, SpecProblem
 from bgjob.triggers import Action
 from bgjob.vocab import (
@@ -116,7 +117,7 @@ def _miss(ctx: Pass, job: dict[str, Any], why: str) -> None:
 
 
 def step_run_now(ctx: Pass) -> None:
-    problem = triggers.trigger_problem(ctx.annotations)
+    problem = triggers.trigger_problem(ctx.annotations) or _typed_problem(ctx)
     if problem is not None:
         ctx.trigger_problem = SpecProblem(INVALID_TRIGGER, problem)
     if ctx.spec is None or not ctx.template_ok:
@@ -133,15 +134,15 @@ def step_run_now(ctx: Pass) -> None:
                                     != (INVALID_TRIGGER, problem)):
             ctx.event(WARNING, INVALID_TRIGGER, problem)  # once: on the way into it
         return
-    if decision.action is Action.INVALID:
-        ctx.handled_run_now(decision.token)  # never runs later by surprise
-        ctx.event(WARNING, INVALID_TRIGGER, f"run-now {decision.token!r} not started: "
-                  f"{decision.problem}")
-        return
-    params = decision.params
     if decision.action is Action.ADOPT:
         ctx.handled_run_now(decision.token)
         return
+    if decision.action is Action.INVALID or problem is not None:
+        ctx.handled_run_now(decision.token)  # never runs later by surprise
+        ctx.event(WARNING, INVALID_TRIGGER, f"run-now {decision.token!r} not started: "
+                  f"{decision.problem or problem}")
+        return
+    params = decision.params
     if decision.action is Action.REJECT:
         ctx.handled_run_now(decision.token)
         ctx.event(WARNING, EV_TRIGGER_REJECTED, f"run-now {decision.token!r} not "
@@ -158,6 +159,16 @@ def step_run_now(ctx: Pass) -> None:
     # Answered once, whatever the API says: a refused run is an event, not a retry loop.
     ctx.handled_run_now(decision.token)
     ctx.plan(CreateJob(manifest, f"manual run {decision.token!r}"))
+
+
+def _typed_problem(ctx: Pass) -> str | None:
+    """A run-now whose effective parameters the parameterSchema refuses (checked on every
+    pass while a run-now annotation is set, so Ready says so until the trigger is fixed)."""
+    if ctx.spec is None or not ctx.spec.parameter_schema or api.ANN_RUN_NOW not in \
+            ctx.annotations:
+        return None
+    overrides = triggers.parse_parameters(ctx.annotations.get(api.ANN_RUN_PARAMETERS))
+    return run_problem(ctx.spec, overrides, triggers.FIELD_PARAMS)
 
 
 def step_retries(ctx: Pass) -> None:

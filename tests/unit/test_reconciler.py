@@ -487,6 +487,68 @@ def expect_both_running(w: World) -> None:
     assert "InvalidTrigger" not in w.reasons()
 
 
+# -- typed parameters (issue 17) ----------------------------------------------------------------
+
+DAYS = {"name": "days", "type": "Integer", "minimum": 1, "maximum": 30}
+
+
+def bad_default_over_a_working_schedule(w: World) -> None:
+    w.settle()
+    w.extra = copy.deepcopy(w.kube.objects[("cronjobs", NS, NAME)])  # type: ignore[attr-defined]
+    w.spec(parameters={"days": "0"})
+    w.settle()
+    run_now(w, "a")
+
+
+def expect_invalid_spec_and_the_cronjob_kept(w: World) -> None:
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"] == "spec.parameters.days: '0' is below the minimum 1"
+    assert w.reasons().count("InvalidSpec") == 1
+    cj = w.kube.objects[("cronjobs", NS, NAME)]
+    before = w.extra  # type: ignore[attr-defined]
+    assert cj["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert w.jobs() == []  # the run-now waits for a spec it can run
+    w.spec(parameters={"days": "3"})
+    w.settle()
+    assert w.condition("Ready")["status"] == "True" and w.jobs() == [manual("a")]
+
+
+def bad_override_on_a_run_now(w: World) -> None:
+    w.settle()
+    run_now(w, "a", days="forty")
+
+
+def expect_invalid_trigger_naming_the_parameter(w: World) -> None:
+    assert w.jobs() == [] and w.status.get("lastHandledRunNow") == "a"
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidTrigger")
+    assert ready["message"] == ("metadata.annotations[bgjob.dev/run-parameters]: parameter "
+                                "days: 'forty' is not an Integer (like 42)")
+    assert w.reasons().count("InvalidTrigger") == 1
+    assert any("run-now 'a' not started" in m for _, r, m in w.kube.events
+               if r == "InvalidTrigger")
+    run_now(w, "b", days="30")  # a good override runs, and Ready is True again
+    assert w.jobs() == [manual("b")] and w.condition("Ready")["status"] == "True"
+    job = w.kube.job(manual("b"))
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]  # type: ignore[index]
+    assert {"name": "BGJOB_PARAM_DAYS", "value": "30"} in env
+
+
+def required_parameter_missing_on_a_manual_only_job(w: World) -> None:
+    run_now(w, "a")
+
+
+def expect_the_run_refused_not_the_spec(w: World) -> None:
+    assert w.jobs() == []
+    ready = w.condition("Ready")
+    assert (ready["reason"], ready["message"]) == (
+        "InvalidTrigger", "metadata.annotations[bgjob.dev/run-parameters]: parameter days: "
+        "required, and no value was given")
+    run_now(w, "b", days="1")
+    assert w.jobs() == [manual("b")]
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 EVERY7 = {"schedule": {"every": "7m"}}
 RETRY = {"retry": {"limit": 1, "backoff": {"initialDelaySeconds": 60, "jitter": 0}}}
@@ -547,6 +609,18 @@ CASES = [
          expect_counted_once_and_pruned),
     Case("a cancel token handled by an older version (annotation) is not handled again",
          {}, legacy_annotations_migrate, expect_old_cancel_not_redone),
+    Case("a default the parameterSchema refuses: InvalidSpec naming spec.parameters.days "
+         "once, the CronJob untouched, no run until the spec is fixed",
+         {**CRON, "parameterSchema": [DAYS], "parameters": {"days": "7"}},
+         bad_default_over_a_working_schedule, expect_invalid_spec_and_the_cronjob_kept),
+    Case("a run-now override the parameterSchema refuses: InvalidTrigger naming the "
+         "parameter once, token handled, no Job",
+         {"parameterSchema": [DAYS], "parameters": {"days": "7"}},
+         bad_override_on_a_run_now, expect_invalid_trigger_naming_the_parameter),
+    Case("a required parameter without a default, no schedule: the spec is fine, a run-now "
+         "without the value is refused",
+         {"parameterSchema": [{**DAYS, "required": True}]},
+         required_parameter_missing_on_a_manual_only_job, expect_the_run_refused_not_the_spec),
 ]
 
 
