@@ -112,7 +112,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not runs:
         print(f"No runs recorded for {args.name} yet.", file=sys.stderr)
         return 0
-    print(cliview.history_table(obj, datetime.now(UTC)))
+    print(cliview.history_table(obj, datetime.now(UTC), wide=args.output == "wide"))
     return 0
 
 
@@ -286,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = verb(name, words, f"kubectl bgjob {name} document-cleanup --dry-run", fn, output=())
         p.add_argument("--dry-run", action="store_true",
                        help="write nothing; print the same change as YAML for Git")
-    verb("history", "the run history: durations, results, exit codes",
-         "kubectl bgjob history document-cleanup", cmd_history)
+    verb("history", "the run history: durations, results, exit codes (-o wide: output)",
+         "kubectl bgjob history document-cleanup -o wide", cmd_history,
+         ("table", "wide", "json", "yaml"))
     p = verb("logs", "print the logs of the latest (or a given) run",
              "kubectl bgjob logs document-cleanup --run document-cleanup-29390520 -f",
              cmd_logs, output=())
