@@ -102,7 +102,7 @@ class Reconciler:
 
         ### 3: Count every Job that ended, exactly once; judge each ended attempt (retry it or
         ###    end the run); autoSuspend.
-        self.fx.learn_exit_codes(ctx)
+        self.fx.learn_from_pods(ctx)
         judging.step_account(ctx)
 
         ### 4: Bring the CronJob in line, reverting drift (only with a valid spec).

@@ -549,6 +549,25 @@ def expect_the_run_refused_not_the_spec(w: World) -> None:
     assert w.jobs() == [manual("b")]
 
 
+# -- run output (issue 17) -------------------------------------------------------------------
+
+def failed_run_with_a_termination_message(w: World) -> None:
+    run_now(w, "a")
+    w.kube.pod(manual("a"), "step 3 of 4\nERROR: bucket not found\n")
+    w.kube.finish(manual("a"), ok=False, exit_code=3)
+    w.kube.lists.clear()
+    w.settle()
+    w.at(60)
+    w.settle()
+
+
+def expect_output_in_runs_and_last_run_read_once(w: World) -> None:
+    want = "step 3 of 4\nERROR: bucket not found\n"
+    assert w.status["runs"][0]["output"] == want
+    assert w.status["lastRun"]["output"] == want
+    assert w.kube.lists == [("pods", f"batch.kubernetes.io/job-name={manual('a')}")]
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 EVERY7 = {"schedule": {"every": "7m"}}
 RETRY = {"retry": {"limit": 1, "backoff": {"initialDelaySeconds": 60, "jitter": 0}}}
@@ -621,6 +640,9 @@ CASES = [
          "without the value is refused",
          {"parameterSchema": [{**DAYS, "required": True}]},
          required_parameter_missing_on_a_manual_only_job, expect_the_run_refused_not_the_spec),
+    Case("a failed run's termination message: runs[].output and lastRun.output, its pods read "
+         "once", {}, failed_run_with_a_termination_message,
+         expect_output_in_runs_and_last_run_read_once),
 ]
 
 
