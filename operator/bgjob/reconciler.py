@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from bgjob import (
     accounting,
     cronjobs,
+    freshness,
     judging,
     manifests,
     params,
@@ -128,9 +129,10 @@ class Reconciler:
         runs.step_schedule(ctx)
         self.fx.apply(ctx)
 
-        ### 10: Schedule description, conditions, observedGeneration.
+        ### 10: Schedule description, conditions (Stale too), observedGeneration.
         ctx.new = schedule_status(ctx)
         ctx.new = conditions(ctx)
+        ctx.new = freshness.apply(ctx)
 
         ### 11: One status write holding everything this pass decided, then the events.
         if not self._write(ctx):

@@ -45,3 +45,7 @@ EV_TRIGGER_REJECTED = "TriggerRejected"
 EV_MISSED_SCHEDULE = "MissedSchedule"
 EV_AUTO_SUSPENDED = "AutoSuspended"
 EV_RUN_SKIPPED = "RunSkipped"
+
+# -- freshness (spec.freshness) --------------------------------------------------------------
+STALE = "Stale"                       # the condition type, and the Warning event's reason
+STALE_TRUE, STALE_FALSE = "NoRecentSuccess", "Fresh"

@@ -568,6 +568,47 @@ def expect_output_in_runs_and_last_run_read_once(w: World) -> None:
     assert w.kube.lists == [("pods", f"batch.kubernetes.io/job-name={manual('a')}")]
 
 
+# -- freshness (issue 17) -----------------------------------------------------------------------
+
+FRESH_2H = {"freshness": {"maxAgeSinceSuccess": "2h"}}
+
+
+def never_succeeds_for_two_hours(w: World) -> None:
+    w.settle()
+    w.extra = [w.sync()]  # type: ignore[attr-defined]  # the wake-up asked for
+    w.kube.writes.clear()
+    w.at(3600)
+    w.settle()  # an hour later: nothing to write
+    w.extra.append(len(w.kube.writes))  # type: ignore[attr-defined]
+    w.at(2 * 3600 + 1)  # the wake-up: stale now
+    w.settle()
+
+
+def expect_stale_on_time_then_cleared_by_a_success(w: World) -> None:
+    wake, quiet_writes = w.extra  # type: ignore[attr-defined]
+    assert wake == pytest.approx(2 * 3600 + 1)  # wakes itself when it turns stale
+    assert quiet_writes == 0  # steady state: no write until then
+    stale = w.condition("Stale")
+    assert (stale["status"], stale["reason"]) == ("True", "NoRecentSuccess")
+    assert stale["message"].startswith("no run has succeeded since the creation at "
+                                       "2026-11-23T10:00:00Z, more than 2h ago")
+    assert w.reasons().count("Stale") == 1
+    assert [t for t, r, _ in w.kube.events if r == "Stale"] == ["Warning"]
+    w.at(3 * 3600)
+    w.settle()
+    assert w.reasons().count("Stale") == 1  # once, on the way into it
+    run_now(w, "ok")
+    w.kube.finish(manual("ok"))
+    w.settle()
+    fresh = w.condition("Stale")
+    assert (fresh["status"], fresh["reason"]) == ("False", "Fresh")
+    assert "stale after 2026-11-23T15:00:00Z" in fresh["message"]
+    assert w.sync() == pytest.approx(2 * 3600 + 1)  # the next wake-up: success + 2h
+    w.spec(freshness=None)
+    w.settle()
+    assert all(c["type"] != "Stale" for c in w.status["conditions"])
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 EVERY7 = {"schedule": {"every": "7m"}}
 RETRY = {"retry": {"limit": 1, "backoff": {"initialDelaySeconds": 60, "jitter": 0}}}
@@ -643,6 +684,9 @@ CASES = [
     Case("a failed run's termination message: runs[].output and lastRun.output, its pods read "
          "once", {}, failed_run_with_a_termination_message,
          expect_output_in_runs_and_last_run_read_once),
+    Case("freshness 2h, no success: Stale turns True at creation + 2h by its own wake-up "
+         "(no write before), one Warning event; a success clears it; unset removes it",
+         FRESH_2H, never_succeeds_for_two_hours, expect_stale_on_time_then_cleared_by_a_success),
 ]
 
 
