@@ -104,11 +104,12 @@ def list_table(items: Sequence[dict[str, Any]], now: datetime, wide: bool = Fals
 # -- history / stats / overdue ------------------------------------------------------------
 
 def one_line(text: str | None, limit: int = 100) -> str:
-    """A run's output in one table cell: its lines joined by " | ", cut at ``limit``."""
+    """A run's output in one table cell: its lines joined by " | ", and when longer than
+    ``limit`` its end (a failure's last log lines say the most)."""
     flat = " | ".join(line.strip() for line in (text or "").splitlines() if line.strip())
     if not flat:
         return "-"
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    return flat if len(flat) <= limit else "..." + flat[3 - limit:]
 
 
 def history_table(obj: dict[str, Any], now: datetime, wide: bool = False) -> str:

@@ -142,7 +142,8 @@ def test_describe() -> None:
 def test_typed_parameters_and_output() -> None:
     golden("describe-typed.txt", cliview.describe(typed(), [], NOW, local=UTC))
     golden("history-wide.txt", cliview.history_table(typed(), NOW, wide=True))
-    assert cliview.one_line("a\n\n b \n" + "x" * 200).startswith("a | b | xxx")
+    assert cliview.one_line("a\n\n b \nc") == "a | b | c"
+    assert cliview.one_line("a\n" + "x" * 200 + "\nlast") == "..." + "x" * 90 + " | last"
     assert len(cliview.one_line("x" * 200)) == 100 and cliview.one_line(None) == "-"
 
 
