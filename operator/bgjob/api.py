@@ -68,6 +68,11 @@ class ConcurrencyPolicy(StrEnum):
     ALLOW = "Allow"
     FORBID = "Forbid"
     REPLACE = "Replace"
+    ENQUEUE = "Enqueue"
+
+
+MAX_QUEUED = 1000
+DEFAULT_MAX_QUEUED = 10
 
 
 class ParameterType(StrEnum):
@@ -413,7 +418,21 @@ class BackgroundJobSpec(Model):
                     "message": "retry.nonRetryableExitCodes needs "
                     "template.spec.template.spec.restartPolicy: Never",
                     "fieldPath": ".retry.nonRetryableExitCodes",
-                }
+                },
+                {
+                    "rule": "!has(self.maxConcurrency) || (has(self.concurrencyPolicy) && "
+                    "self.concurrencyPolicy in ['Allow', 'Enqueue'])",
+                    "message": "maxConcurrency needs concurrencyPolicy Allow or Enqueue "
+                    "(Forbid and Replace allow one run at a time)",
+                    "fieldPath": ".maxConcurrency",
+                },
+                {
+                    "rule": "!has(self.maxQueued) || (has(self.concurrencyPolicy) && "
+                    "self.concurrencyPolicy == 'Enqueue')",
+                    "message": "maxQueued needs concurrencyPolicy Enqueue (only Enqueue "
+                    "queues runs)",
+                    "fieldPath": ".maxQueued",
+                },
             ]
         }
     )
@@ -429,7 +448,17 @@ class BackgroundJobSpec(Model):
     concurrency_policy: ConcurrencyPolicy = Field(
         default=ConcurrencyPolicy.FORBID,
         description="concurrencyPolicy decides what happens when a run is due while another "
-        "is active: Allow runs both, Forbid skips the new one, Replace cancels the old one.",
+        "is active: Allow runs both (up to maxConcurrency), Forbid skips the new one, Replace "
+        "cancels the old one, Enqueue queues the new one (FIFO) until a slot is free.",
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=1000, description="maxConcurrency is how many runs may be "
+        "active at once under Allow (default: unlimited) and Enqueue (default 1).",
+    )
+    max_queued: int | None = Field(
+        default=None, ge=0, le=MAX_QUEUED, description="maxQueued is how many runs may wait "
+        "in status.queued under Enqueue (default 10); a run beyond it is skipped (RunSkipped, "
+        "stats.skipped).",
     )
     parameters: dict[str, str] = Field(
         default_factory=dict, description="parameters are passed to every run as "
@@ -468,6 +497,35 @@ class BackgroundJobSpec(Model):
         description="template is the batch/v1 JobTemplateSpec (metadata and Job spec) every "
         "run is created from.",
     )
+
+    @model_validator(mode="after")
+    def _limits_fit_policy(self) -> BackgroundJobSpec:
+        """The CEL rules on maxConcurrency and maxQueued, for objects that reach us without
+        the API server's check."""
+        policy = self.concurrency_policy
+        if self.max_concurrency is not None and policy not in (ConcurrencyPolicy.ALLOW,
+                                                               ConcurrencyPolicy.ENQUEUE):
+            raise PydanticCustomError(
+                "max_concurrency_policy", "maxConcurrency needs concurrencyPolicy Allow or "
+                "Enqueue, not {policy}", {"policy": policy.value})
+        if self.max_queued is not None and policy is not ConcurrencyPolicy.ENQUEUE:
+            raise PydanticCustomError(
+                "max_queued_policy", "maxQueued needs concurrencyPolicy Enqueue, not {policy}",
+                {"policy": policy.value})
+        return self
+
+    @property
+    def run_limit(self) -> int | None:
+        """How many runs may be active at once (None: no limit)."""
+        if self.concurrency_policy is ConcurrencyPolicy.ALLOW:
+            return self.max_concurrency
+        if self.concurrency_policy is ConcurrencyPolicy.ENQUEUE:
+            return self.max_concurrency or 1
+        return 1
+
+    @property
+    def queue_limit(self) -> int:
+        return DEFAULT_MAX_QUEUED if self.max_queued is None else self.max_queued
 
 
 # ---------------------------------------------------------------------------- status
@@ -509,9 +567,31 @@ class ScheduleStatus(Model):
 
 class RunRef(Model):
     job: str = Field(description="job is the name of the Job.")
-    trigger: str = Field(description="trigger is scheduled, manual or retry.")
+    trigger: str = Field(description="trigger is scheduled, manual, retry or backfill.")
     attempt: int = Field(default=1, description="attempt is 1 for the first try.")
     start_time: str | None = Field(default=None, description="startTime of the Job.")
+    result: str = Field(default="Running", description="result is Running, or Queued while "
+                        "the Job is suspended by an admission system such as Kueue.")
+
+
+class QueuedRun(Model):
+    """A run that could not start yet. Its Job name is fixed when it is queued, so a pass
+    repeated after a crash finds the Job it made and never starts the run twice."""
+
+    job: str = Field(description="job is the name the run's Job has (or will have).")
+    trigger: str = Field(description="trigger is scheduled, manual, retry or backfill.")
+    since: str = Field(description="since is when the run joined the queue.")
+    scheduled_time: str | None = Field(default=None, description="scheduledTime of the run.")
+    not_before: str | None = Field(
+        default=None, description="notBefore is the earliest start (bgjob.dev/run-at).")
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="parameters are the run's overrides.")
+    attempt: int = Field(default=1, description="attempt the run will be.")
+    first_job: str | None = Field(
+        default=None, description="firstJob is the run's first attempt, for a retry.")
+    waiting_job: bool = Field(
+        default=False, description="waitingJob is true when the Job exists already, "
+        "suspended (made by the CronJob); starting the run admits it.")
 
 
 class RunRecord(Model):
@@ -591,6 +671,11 @@ class BackgroundJobStatus(Model):
         "in stats whose bgjob.dev/accounting finalizer is still being removed (the Job "
         "controller's uncountedTerminatedPods, the other way round).",
     )
+    queued: list[QueuedRun] = Field(
+        default_factory=list, description="queued lists the runs waiting for a slot (Enqueue) "
+        "or for their time (bgjob.dev/run-at), first in first out.",
+    )
+    queued_count: int = Field(default=0, description="queuedCount is the length of queued.")
     last_handled_run_now: str | None = Field(
         default=None, description="lastHandledRunNow is the last run-now token acted on."
     )

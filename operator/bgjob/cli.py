@@ -116,6 +116,19 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_queue(args: argparse.Namespace) -> int:
+    s = Session(args)
+    obj = s.get(args.name)
+    queued = (obj.get("status") or {}).get("queued") or []
+    if _output(args, queued):
+        return 0
+    if not queued:
+        print(f"No runs are queued for {args.name}.", file=sys.stderr)
+        return 0
+    print(cliview.queue_table(obj, datetime.now(UTC)))
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     s = Session(args)
     items = [s.get(args.name)] if args.name else s.all(args.all_namespaces)
@@ -277,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow the run (and its retries) to the end; exit with its result")
     p.add_argument("--logs", action="store_true", help="stream the run's logs (implies --wait)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")
+    p.add_argument("--at", default=None, metavar="TIME",
+                   help="start the run at this RFC 3339 time (it waits in status.queued)")
     p.add_argument("--token", default=None, help=argparse.SUPPRESS)
     verb("cancel", "stop every active run (recorded as Cancelled, not retried)",
          "kubectl bgjob cancel document-cleanup", cmd_cancel, output=())
@@ -286,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = verb(name, words, f"kubectl bgjob {name} document-cleanup --dry-run", fn, output=())
         p.add_argument("--dry-run", action="store_true",
                        help="write nothing; print the same change as YAML for Git")
+    verb("queue", "runs waiting for a slot (Enqueue) or for their time (run --at)",
+         "kubectl bgjob queue document-cleanup", cmd_queue)
     verb("history", "the run history: durations, results, exit codes (-o wide: output)",
          "kubectl bgjob history document-cleanup -o wide", cmd_history,
          ("table", "wide", "json", "yaml"))

@@ -78,7 +78,7 @@ def list_table(items: Sequence[dict[str, Any]], now: datetime, wide: bool = Fals
     header += ["NAME", "SCHEDULE", "SUSPENDED", "ACTIVE", "LAST RESULT", "LAST SUCCESS",
                "NEXT RUN", "READY", "AGE"]
     if wide:
-        header += ["TIMEZONE", "RUNS", "SUCCESS RATE", "FAILURES IN A ROW"]
+        header += ["TIMEZONE", "QUEUED", "RUNS", "SUCCESS RATE", "FAILURES IN A ROW"]
     rows = []
     for item in items:
         st, conds, meta = _status(item), conditions(item), item["metadata"]
@@ -93,8 +93,9 @@ def list_table(items: Sequence[dict[str, Any]], now: datetime, wide: bool = Fals
                 (conds.get("Ready") or {}).get("status", "-"),
                 age(meta.get("creationTimestamp"), now)]
         if wide:
-            row += [sched.get("timeZone") or (item.get("spec") or {}).get(
-                        "schedule", {}).get("timeZone", "UTC"),
+            zone = sched.get("timeZone") or (item.get("spec") or {}).get(
+                "schedule", {}).get("timeZone", "UTC")
+            row += [zone, str(len(st.get("queued") or [])),
                     str(stats.get("runs", 0)), rate(stats.get("successRate")),
                     str(stats.get("consecutiveFailures", 0))]
         rows.append(row)
@@ -130,6 +131,19 @@ def history_table(obj: dict[str, Any], now: datetime, wide: bool = False) -> str
                      rec.get("reason") or "-"] + ([one_line(rec.get("output"))] if wide else []))
     return table(["JOB", "TRIGGER", "ATTEMPT", "STARTED", "DURATION", "RESULT", "EXIT CODE",
                   "REASON"] + (["OUTPUT"] if wide else []), rows)
+
+
+def queue_table(obj: dict[str, Any], now: datetime) -> str:
+    """``status.queued`` in the order the runs will start."""
+    rows = []
+    for q in _status(obj).get("queued") or []:
+        params = q.get("parameters") or {}
+        rows.append([q["job"], q.get("trigger", "-"), str(q.get("attempt", 1)),
+                     age(q.get("since"), now), q.get("notBefore") or "-",
+                     q.get("scheduledTime") or "-",
+                     ",".join(f"{k}={v}" for k, v in sorted(params.items())) or "-"])
+    return table(["JOB", "TRIGGER", "ATTEMPT", "WAITING", "NOT BEFORE", "SCHEDULED",
+                  "PARAMETERS"], rows)
 
 
 def stats_table(items: Sequence[dict[str, Any]], all_namespaces: bool = False) -> str:
@@ -212,7 +226,9 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
         f"Suspended:     {'yes' if spec.get('suspend') else 'no'}"
         + (" (auto-suspended)" if (conditions(obj).get("Suspended") or {}).get("reason")
            == "AutoSuspended" else ""),
-        f"Concurrency:   {spec.get('concurrencyPolicy', 'Forbid')}",
+        f"Concurrency:   {spec.get('concurrencyPolicy', 'Forbid')}"
+        + (f", at most {spec['maxConcurrency']} at once" if spec.get("maxConcurrency") else "")
+        + (f", queue up to {spec['maxQueued']}" if spec.get("maxQueued") is not None else ""),
         f"Timeout:       {timeout}",
         f"Retry:         limit {retry.get('limit', 0)}, backoff "
         f"{backoff.get('initialDelaySeconds', 60)}s x{backoff.get('factor', 2.0)} up to "
@@ -232,8 +248,14 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
     active = st.get("active") or []
     out.append("")
     out.append(f"Active runs:   {len(active)}")
-    out += [f"  {a['job']} ({a.get('trigger', '-')}, attempt {a.get('attempt', 1)}, started "
-            f"{age(a.get('startTime'), now)} ago)" for a in active]
+    out += [f"  {a['job']} ({a.get('trigger', '-')}, attempt {a.get('attempt', 1)}, "
+            + ("queued by its admission system, created " if a.get("result") == "Queued"
+               else "started ")
+            + f"{age(a.get('startTime'), now)} ago)" for a in active]
+    queued = st.get("queued") or []
+    if queued:
+        out.append(f"Queued runs:   {len(queued)}")
+        out += ["  " + line for line in queue_table(obj, now).splitlines()]
     out.append("")
     out.append("Run history:")
     out += ["  " + line for line in history_table(obj, now).splitlines()]
@@ -247,7 +269,8 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
                f"{s.get('failed', 0)} failed, success rate {rate(s.get('successRate'))}, "
                f"average {duration(s.get('averageDurationSeconds'))}, "
                f"{s.get('consecutiveFailures', 0)} failures in a row, "
-               f"{s.get('retries', 0)} retries, {s.get('missed', 0)} missed")
+               f"{s.get('retries', 0)} retries, {s.get('missed', 0)} missed"
+               + (f", {s['skipped']} skipped" if s.get("skipped") else ""))
     out.append("")
     out.append("Conditions:")
     conds = st.get("conditions") or []

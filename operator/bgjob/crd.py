@@ -83,6 +83,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Timezone", "type": "string", "jsonPath": ".status.schedule.timeZone",
      "priority": 1},
+    {"name": "Queued", "type": "integer", "jsonPath": ".status.queuedCount", "priority": 1},
     {"name": "Runs", "type": "integer", "jsonPath": ".status.stats.runs", "priority": 1},
     {"name": "Success Rate", "type": "number", "jsonPath": ".status.stats.successRate",
      "priority": 1},

@@ -72,6 +72,8 @@ class Metrics:
         self.next_run = Gauge("bgjob_next_run_timestamp_seconds",
                               "Next scheduled run (Unix time).", obj, registry=r)
         self.active = Gauge("bgjob_active_runs", "Runs in progress.", obj, registry=r)
+        self.queued = Gauge("bgjob_queued_runs", "Runs waiting in status.queued (Enqueue, "
+                            "run-at).", obj, registry=r)
         self.consecutive = Gauge("bgjob_consecutive_failures", "Failed runs in a row.", obj,
                                  registry=r)
         self.retries = Counter("bgjob_retries_total", "Retry attempts started.", obj,
@@ -131,6 +133,7 @@ class Metrics:
             else:
                 self._remove(self.next_run, ns, name)
             self.active.labels(ns, name).set(len(new.active))
+            self.queued.labels(ns, name).set(len(new.queued))
             self.consecutive.labels(ns, name).set(new.stats.consecutive_failures)
             cond = st.condition(new, "Overdue")
             self.overdue.labels(ns, name).set(1 if cond and cond.status == "True" else 0)
@@ -183,7 +186,8 @@ class Metrics:
                 self._remove(self.duration, ns, name, result)
             for ctype, (status, reason) in self._condition_labels.pop(key, {}).items():
                 self._remove(self.conditions, ns, name, ctype, status, reason)
-            for metric in (self.last_success, self.next_run, self.active, self.consecutive,
+            for metric in (self.last_success, self.next_run, self.active, self.queued,
+                           self.consecutive,
                            self.retries, self.missed, self.overdue, self.stale):
                 self._remove(metric, ns, name)
 

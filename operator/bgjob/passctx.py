@@ -12,7 +12,14 @@ from pydantic import ValidationError
 
 from bgjob import accounting
 from bgjob import status as st
-from bgjob.api import BackgroundJobSpec, BackgroundJobStatus, PendingRetry, Retry, Schedule
+from bgjob.api import (
+    BackgroundJobSpec,
+    BackgroundJobStatus,
+    PendingRetry,
+    QueuedRun,
+    Retry,
+    Schedule,
+)
 from bgjob.schedule import Compiled
 from bgjob.vocab import ANN_ADMITTED
 
@@ -105,6 +112,7 @@ class Pass:
     trigger_problem: SpecProblem | None = None
     run_problem: SpecProblem | None = None    # a run's Job was refused this pass
     overdue: tuple[datetime, bool] | None = None  # due time, and whether it is missed for good
+    held: tuple[str, datetime] | None = None  # a run held suspended (Kueue) past its deadline
     auto_suspended: bool = False
     missed_through: datetime | None = None
     to_delete: list[str] = field(default_factory=list)  # waiting Jobs missed: after the write
@@ -163,6 +171,22 @@ class Pass:
             job["metadata"].setdefault("annotations", {})[ANN_ADMITTED] = "true"
             job.setdefault("spec", {})["suspend"] = False
             self.jobs[action.name] = job
+
+    def set_queue(self, queued: list[QueuedRun]) -> None:
+        """The queue, first in first out (by ``since``; a stable sort keeps the order of runs
+        queued in the same pass)."""
+        ordered = sorted(queued, key=lambda q: q.since)
+        self.new = self.new.model_copy(update={"queued": ordered,
+                                               "queued_count": len(ordered)})
+
+    def queued_ahead(self) -> int:
+        """Queued runs that may start now (a run-at run before its time waits aside)."""
+        return sum(1 for q in self.new.queued
+                   if (st.parse_time(q.not_before) or self.now) <= self.now)
+
+    def count_skipped(self, n: int = 1) -> None:
+        stats = self.new.stats.model_copy(update={"skipped": self.new.stats.skipped + n})
+        self.new = self.new.model_copy(update={"stats": stats})
 
     def handled_run_now(self, token: str) -> None:
         self.new = self.new.model_copy(update={"last_handled_run_now": token})

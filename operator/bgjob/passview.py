@@ -15,6 +15,7 @@ from bgjob.vocab import (
     INVALID_SCHEDULE,
     INVALID_SPEC,
     OVERDUE,
+    QUEUED_REASON,
     READY,
     SUSPENDED,
     WARNING,
@@ -85,6 +86,13 @@ def conditions(ctx: Pass) -> BackgroundJobStatus:
             f"the run due at {st.fmt(due)} did not start"
             + (" within startingDeadlineSeconds and was skipped" if gone else " yet"),
             gen, now)
+    elif ctx.held is not None:
+        job, since = ctx.held
+        deadline = ctx.schedule.starting_deadline_seconds if ctx.schedule else 0
+        conds = st.set_condition(
+            conds, OVERDUE, True, QUEUED_REASON,
+            f"run {job} has waited queued (suspended by its admission system) since "
+            f"{st.fmt(since)}, longer than startingDeadlineSeconds ({deadline}s)", gen, now)
     elif spec is not None and ctx.suspended:
         conds = st.set_condition(conds, OVERDUE, False, "Suspended",
                                  "nothing is due while suspended", gen, now)

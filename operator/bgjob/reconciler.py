@@ -113,34 +113,40 @@ class Reconciler:
         runs.step_cancel(ctx)
         self.fx.apply(ctx)
 
-        ### 6: Admit the Jobs the CronJob made suspended, under the concurrency policy.
+        ### 6: Queued runs start first in, first out, while slots are free.
+        runs.step_queue(ctx)
+        self.fx.apply(ctx)
+
+        ### 7: Admit the Jobs the CronJob made suspended, under the concurrency policy.
         runs.step_admit(ctx)
         self.fx.apply(ctx)
 
-        ### 7: A new run-now token starts one manual run (suspended or not).
+        ### 8: A new run-now token starts (or queues) one manual run, suspended or not.
         runs.step_run_now(ctx)
         self.fx.apply(ctx)
 
-        ### 8: Pending retries whose time has come start, under the concurrency policy.
+        ### 9: Pending retries whose time has come start, under the concurrency policy.
         runs.step_retries(ctx)
         self.fx.apply(ctx)
 
-        ### 9: Scheduled runs: start the due one (Operator mode); judge missed/overdue.
+        ### 10: Scheduled runs: start the due one (Operator mode); judge missed/overdue,
+        ###     and runs held queued by an admission system (Kueue) past their deadline.
         runs.step_schedule(ctx)
         self.fx.apply(ctx)
+        runs.step_held(ctx)
 
-        ### 10: Schedule description, conditions (Stale too), observedGeneration.
+        ### 11: Schedule description, conditions, observedGeneration.
         ctx.new = schedule_status(ctx)
         ctx.new = conditions(ctx)
         ctx.new = freshness.apply(ctx)
 
-        ### 11: One status write holding everything this pass decided, then the events.
+        ### 12: One status write holding everything this pass decided, then the events.
         if not self._write(ctx):
             return ctx.out
         if self.metrics is not None:
             self.metrics.record((ctx.ns, ctx.name), ctx.old, ctx.new)
 
-        ### 12: Now that it is recorded: let counted Jobs go, drop missed waiting Jobs, prune.
+        ### 13: Now that it is recorded: let counted Jobs go, drop missed waiting Jobs, prune.
         self.fx.release(ctx, accounting.release(ctx.new.accounted, ctx.jobs.values())
                       + ctx.orphans)
         for job_name in ctx.to_delete:

@@ -27,7 +27,7 @@ class Verdict(StrEnum):
 
 
 def classify(rec: RunRecord, retry: Retry) -> Verdict:
-    if rec.result == "Running":
+    if rec.result in ("Running", "Queued"):
         return Verdict.RUNNING
     if rec.result == "Succeeded":
         return Verdict.SUCCEEDED

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from bgjob import accounting, api, manifests, schedule, timing, triggers
+from bgjob import accounting, api, gate, manifests, schedule, timing, triggers
 from bgjob import status as st
-from bgjob.api import ConcurrencyPolicy, PendingRetry
+from bgjob.api import ConcurrencyPolicy, PendingRetry, QueuedRun
+from bgjob.gate import Verdict
 from bgjob.params import run_problem
 from bgjob.passctx import AdmitJob, CancelRuns, CreateJob, Pass, SpecProblem
 from bgjob.triggers import Action
@@ -23,6 +24,8 @@ from bgjob.vocab import (
     CRONJOB_INSTANTIATE,
     EV_MISSED_SCHEDULE,
     EV_RUN_CANCELLED,
+    EV_RUN_QUEUED,
+    EV_RUN_SKIPPED,
     EV_TRIGGER_REJECTED,
     INVALID_TRIGGER,
     NORMAL,
@@ -46,8 +49,110 @@ def step_cancel(ctx: Pass) -> None:
         ctx.plan(CancelRuns(stopped, token))
     ctx.new = ctx.new.model_copy(update={"last_handled_cancel": token})
     ctx.set_retries([])
+    dropped = ctx.new.queued
+    for entry in dropped:  # queued runs never started: skipped, their waiting Jobs deleted
+        _forget_waiting(ctx, entry)
+    ctx.set_queue([])
+    ctx.count_skipped(len(dropped))
     ctx.event(NORMAL, EV_RUN_CANCELLED, f"Cancelled {len(stopped)} active run(s)"
-              + (f": {', '.join(stopped)}" if stopped else " (none was active)"))
+              + (f": {', '.join(stopped)}" if stopped else " (none was active)")
+              + (f"; dropped {len(dropped)} queued run(s)" if dropped else ""))
+
+
+def _forget_waiting(ctx: Pass, entry: QueuedRun) -> None:
+    """A queued run that will not happen: its suspended Job (if the CronJob made one) is
+    marked decided in ``status.accounted`` and deleted after the write."""
+    job = ctx.jobs.get(entry.job)
+    if entry.waiting_job and job is not None and accounting.awaiting_admission(job):
+        ctx.new = ctx.new.model_copy(
+            update={"accounted": [*ctx.new.accounted, accounting.uid_of(job)]})
+        ctx.to_delete.append(entry.job)
+
+
+# -- the queue (Enqueue; run-at) ----------------------------------------------------------
+
+
+def step_queue(ctx: Pass) -> None:
+    """Queued runs start first in, first out, while slots are free. A run queued for later
+    (run-at) waits aside until its time and holds nobody up."""
+    spec = ctx.spec
+    if spec is None or not ctx.template_ok or not ctx.new.queued:
+        return
+    keep: list[QueuedRun] = []
+    full = False
+    for entry in ctx.new.queued:
+        not_before = st.parse_time(entry.not_before)
+        if not_before is not None and not_before > ctx.now:
+            ctx.wake_at(not_before)
+            keep.append(entry)
+            continue
+        job = ctx.jobs.get(entry.job)
+        if job is not None and not accounting.awaiting_admission(job):
+            continue  # started by an earlier pass that did not get to record it
+        if entry.waiting_job and job is None:
+            log.info("%s/%s: queued Job %s is gone; dropped from the queue", ctx.ns,
+                     ctx.name, entry.job)
+            continue
+        room = gate.free_slots(spec.run_limit, len(ctx.active_jobs()))
+        if full or room == 0:
+            full = True
+            keep.append(entry)
+            continue
+        _start_queued(ctx, entry)
+    ctx.set_queue(keep)
+
+
+def _start_queued(ctx: Pass, entry: QueuedRun) -> None:
+    assert ctx.spec is not None
+    if entry.waiting_job:
+        ctx.plan(AdmitJob(entry.job))
+        return
+    extra: dict[str, str] = {}
+    if entry.first_job:
+        extra[ANN_RETRY_OF] = entry.first_job
+    if entry.parameters:
+        extra[ANN_PARAMETERS] = json.dumps(entry.parameters, sort_keys=True)
+    manifest = manifests.job_manifest(
+        ctx.bj, ctx.spec, entry.job, entry.trigger, attempt=entry.attempt,
+        scheduled=st.parse_time(entry.scheduled_time), params=entry.parameters,
+        extra_annotations=extra or None)
+    retry = entry.trigger == "retry"
+    if retry:
+        _add_retries(ctx, 1)
+
+    def undo(ctx: Pass) -> None:  # not created: back in the queue, in its place
+        if retry:
+            _add_retries(ctx, -1)
+        ctx.set_queue([*ctx.new.queued, entry])
+
+    ctx.plan(CreateJob(manifest, f"queued {entry.trigger} run {entry.job}", undo))
+
+
+def _add_retries(ctx: Pass, n: int) -> None:
+    stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries + n})
+    ctx.new = ctx.new.model_copy(update={"stats": stats})
+
+
+def _verdict(ctx: Pass, force: bool = False) -> Verdict:
+    """The gate's answer for one new run now."""
+    assert ctx.spec is not None
+    return gate.decide(ctx.spec.concurrency_policy, ctx.spec.run_limit,
+                       len(ctx.active_jobs()), queued_ahead=ctx.queued_ahead(),
+                       queue_limit=ctx.spec.queue_limit, force=force)
+
+
+def _enqueue(ctx: Pass, entry: QueuedRun, verdict: Verdict, what: str) -> None:
+    """QUEUE: the run joins the queue; SKIP: the queue is full, the run does not happen."""
+    if verdict is Verdict.QUEUE:
+        ctx.set_queue([*ctx.new.queued, entry])
+        ctx.event(NORMAL, EV_RUN_QUEUED, f"{what} queued ({len(ctx.new.queued)} waiting): "
+                  f"{len(ctx.active_jobs())} run(s) active, the limit is "
+                  f"{ctx.spec.run_limit if ctx.spec else 1}")
+        return
+    _forget_waiting(ctx, entry)
+    ctx.count_skipped()
+    ctx.event(WARNING, EV_RUN_SKIPPED, f"{what} skipped: the queue is full "
+              f"(maxQueued {ctx.spec.queue_limit if ctx.spec else 0})")
 
 
 def step_admit(ctx: Pass) -> None:
@@ -72,7 +177,9 @@ def step_admit(ctx: Pass) -> None:
     decided = set(ctx.new.accounted)  # missed in an earlier pass, not deleted yet
     ctx.to_delete += [j["metadata"]["name"] for j in waiting
                       if accounting.uid_of(j) in decided]
-    waiting = [j for j in waiting if accounting.uid_of(j) not in decided]
+    queued = {q.job for q in ctx.new.queued}  # waiting in the queue: step_queue starts them
+    waiting = [j for j in waiting if accounting.uid_of(j) not in decided
+               and j["metadata"]["name"] not in queued]
     manual = [j for j in waiting if (j["metadata"].get("annotations") or {}).get(
         CRONJOB_INSTANTIATE) == "manual"]
     scheduled = sorted((j for j in waiting if j not in manual), key=due)
@@ -80,11 +187,11 @@ def step_admit(ctx: Pass) -> None:
                    and api.ANN_CRONJOB_SCHEDULED in (j["metadata"].get("annotations") or {})),
                   default="")
     # Superseded: only the most recent time is ever started (and never one older than a time
-    # that already started).
-    while scheduled and (len(scheduled) > 1 or due(scheduled[0]) < started):
+    # that already started) — except under Enqueue, where every time waits its turn.
+    enqueue = spec.concurrency_policy is ConcurrencyPolicy.ENQUEUE
+    while scheduled and not enqueue and (len(scheduled) > 1 or due(scheduled[0]) < started):
         _miss(ctx, scheduled.pop(0), "a newer scheduled run superseded it")
-    candidates = manual + scheduled
-    for job in candidates:
+    for job in manual + scheduled:
         is_manual = job in manual
         when = st.parse_time(due(job)) or ctx.now
         if not is_manual and ctx.suspended:
@@ -94,15 +201,22 @@ def step_admit(ctx: Pass) -> None:
                 deadline:
             _miss(ctx, job, f"it could not start within {deadline}s")
             continue
-        active = ctx.active_jobs()
-        policy = spec.concurrency_policy
-        if active and policy is ConcurrencyPolicy.FORBID:
+        name = job["metadata"]["name"]
+        verdict = _verdict(ctx)
+        if verdict is Verdict.WAIT:
             if not is_manual and deadline is not None:
                 ctx.wake_at(when + timedelta(seconds=deadline + 1))
-            continue  # waits for the active run; its end brings us back
-        if active and policy is ConcurrencyPolicy.REPLACE:
-            ctx.plan(CancelRuns(_names(active), f"replaced-by:{job['metadata']['name']}"))
-        ctx.plan(AdmitJob(job["metadata"]["name"]))
+            continue  # waits for a slot; the end of an active run brings us back
+        if verdict in (Verdict.QUEUE, Verdict.SKIP):
+            entry = QueuedRun(job=name, trigger="manual" if is_manual else "scheduled",
+                              since=st.fmt(ctx.now) or "",
+                              scheduled_time=None if is_manual else due(job) or None,
+                              waiting_job=True)
+            _enqueue(ctx, entry, verdict, f"{entry.trigger.capitalize()} run {name}")
+            continue
+        if verdict is Verdict.REPLACE:
+            ctx.plan(CancelRuns(_names(ctx.active_jobs()), f"replaced-by:{name}"))
+        ctx.plan(AdmitJob(name))
 
 
 def _miss(ctx: Pass, job: dict[str, Any], why: str) -> None:
@@ -134,31 +248,46 @@ def step_run_now(ctx: Pass) -> None:
                                     != (INVALID_TRIGGER, problem)):
             ctx.event(WARNING, INVALID_TRIGGER, problem)  # once: on the way into it
         return
-    if decision.action is Action.ADOPT:
-        ctx.handled_run_now(decision.token)
-        return
-    if decision.action is Action.INVALID or problem is not None:
-        ctx.handled_run_now(decision.token)  # never runs later by surprise
+    if decision.action is Action.INVALID or (problem is not None
+                                             and decision.action is not Action.ADOPT):
+        ctx.handled_run_now(decision.token)  # never runs (nor queues) later by surprise
         ctx.event(WARNING, INVALID_TRIGGER, f"run-now {decision.token!r} not started: "
                   f"{decision.problem or problem}")
         return
     params = decision.params
-    if decision.action is Action.REJECT:
+    if decision.action is Action.ADOPT:
         ctx.handled_run_now(decision.token)
+        return
+    # Answered once, whatever happens next: a refused run is an event, not a retry loop.
+    ctx.handled_run_now(decision.token)
+    what = f"Manual run {decision.token!r}"
+    if decision.not_before is not None and decision.not_before > ctx.now:
+        entry = QueuedRun(job=job_name, trigger="manual", since=st.fmt(ctx.now) or "",
+                          not_before=st.fmt(decision.not_before), parameters=params)
+        full = len(ctx.new.queued) >= (ctx.spec.queue_limit if ctx.spec.concurrency_policy
+                                       is ConcurrencyPolicy.ENQUEUE else api.MAX_QUEUED)
+        _enqueue(ctx, entry, Verdict.SKIP if full else Verdict.QUEUE,
+                 f"{what} (run-at {st.fmt(decision.not_before)})")
+        ctx.wake_at(decision.not_before)
+        return
+    verdict = _verdict(ctx, force=decision.force)
+    if verdict is Verdict.WAIT:
+        limit = ctx.spec.run_limit
+        why = ("concurrencyPolicy is Forbid" if ctx.spec.concurrency_policy
+               is ConcurrencyPolicy.FORBID else f"maxConcurrency is {limit}")
         ctx.event(WARNING, EV_TRIGGER_REJECTED, f"run-now {decision.token!r} not "
-                  f"started: concurrencyPolicy is Forbid and {len(active)} run(s) are "
-                  f"active ({', '.join(j['metadata']['name'] for j in active)}); set "
+                  f"started: {why} and {len(active)} run(s) are active "
+                  f"({', '.join(j['metadata']['name'] for j in active)}); set "
                   f"{api.ANN_RUN_FORCE}: \"true\" to run anyway")
         return
-    if decision.action is Action.REPLACE:
+    if verdict in (Verdict.QUEUE, Verdict.SKIP):
+        _enqueue(ctx, QueuedRun(job=job_name, trigger="manual", since=st.fmt(ctx.now) or "",
+                                parameters=params), verdict, what)
+        return
+    if verdict is Verdict.REPLACE:
         ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
-    manifest = manifests.job_manifest(
-        ctx.bj, ctx.spec, job_name, "manual", params=params,
-        extra_annotations={ANN_PARAMETERS: json.dumps(params, sort_keys=True)}
-        if params else None)
-    # Answered once, whatever the API says: a refused run is an event, not a retry loop.
-    ctx.handled_run_now(decision.token)
-    ctx.plan(CreateJob(manifest, f"manual run {decision.token!r}"))
+    ctx.plan(CreateJob(_manual_manifest(ctx, job_name, params),
+                       f"manual run {decision.token!r}"))
 
 
 def _typed_problem(ctx: Pass) -> str | None:
@@ -169,6 +298,14 @@ def _typed_problem(ctx: Pass) -> str | None:
         return None
     overrides = triggers.parse_parameters(ctx.annotations.get(api.ANN_RUN_PARAMETERS))
     return run_problem(ctx.spec, overrides, triggers.FIELD_PARAMS)
+
+
+def _manual_manifest(ctx: Pass, job_name: str, params: dict[str, str]) -> dict[str, Any]:
+    assert ctx.spec is not None
+    return manifests.job_manifest(
+        ctx.bj, ctx.spec, job_name, "manual", params=params,
+        extra_annotations={ANN_PARAMETERS: json.dumps(params, sort_keys=True)}
+        if params else None)
 
 
 def step_retries(ctx: Pass) -> None:
@@ -186,13 +323,20 @@ def step_retries(ctx: Pass) -> None:
         root = pending.first_job or _retry_root(ctx.jobs.get(pending.job)) or pending.job
         job_name = manifests.retry_job_name(root, pending.attempt)
         if job_name not in ctx.jobs:
-            active = ctx.active_jobs()
-            if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
-                keep.append(pending)  # waits for the active run; its end brings us back
+            verdict = _verdict(ctx)
+            if verdict is Verdict.WAIT:
+                keep.append(pending)  # waits for a slot; the end of an active run brings us
                 continue
-            if active and spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
+            if verdict is Verdict.REPLACE:
                 ctx.event(NORMAL, EV_RUN_CANCELLED, f"Pending retry of {pending.job} "
                           "dropped: a newer run is active and concurrencyPolicy is Replace")
+                continue
+            if verdict in (Verdict.QUEUE, Verdict.SKIP):
+                _enqueue(ctx, QueuedRun(
+                    job=job_name, trigger="retry", since=st.fmt(ctx.now) or "",
+                    scheduled_time=pending.scheduled_time, parameters=pending.parameters,
+                    attempt=pending.attempt, first_job=root), verdict,
+                    f"Retry {job_name} of {pending.job}")
                 continue
             extra = {ANN_RETRY_OF: root}
             if pending.parameters:
@@ -260,15 +404,21 @@ def _start_scheduled(ctx: Pass, due: datetime) -> bool:
     assert ctx.spec is not None
     job_name = manifests.scheduled_job_name(ctx.name, due)
     before = ctx.new.last_schedule_time
-    if job_name not in ctx.jobs:
-        active = ctx.active_jobs()
-        policy = ctx.spec.concurrency_policy
-        if active and policy is ConcurrencyPolicy.FORBID:
-            log.info("%s/%s: run due %s waits: Forbid and %d active", ctx.ns, ctx.name,
-                     st.fmt(due), len(active))
+    queued = any(q.job == job_name for q in ctx.new.queued)
+    if job_name not in ctx.jobs and not queued:
+        verdict = _verdict(ctx)
+        if verdict is Verdict.WAIT:
+            log.info("%s/%s: run due %s waits: no free slot (%d active)", ctx.ns, ctx.name,
+                     st.fmt(due), len(ctx.active_jobs()))
             return False
-        if active and policy is ConcurrencyPolicy.REPLACE:
-            ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
+        ctx.new = ctx.new.model_copy(update={"last_schedule_time": st.fmt(due)})
+        if verdict in (Verdict.QUEUE, Verdict.SKIP):
+            _enqueue(ctx, QueuedRun(job=job_name, trigger="scheduled",
+                                    since=st.fmt(ctx.now) or "", scheduled_time=st.fmt(due)),
+                     verdict, f"Scheduled run due {st.fmt(due)}")
+            return True
+        if verdict is Verdict.REPLACE:
+            ctx.plan(CancelRuns(_names(ctx.active_jobs()), f"replaced-by:{job_name}"))
         manifest = manifests.job_manifest(ctx.bj, ctx.spec, job_name, "scheduled",
                                           scheduled=due)
 
@@ -278,6 +428,26 @@ def _start_scheduled(ctx: Pass, due: datetime) -> bool:
         ctx.plan(CreateJob(manifest, f"scheduled run due {st.fmt(due)}", undo))
     ctx.new = ctx.new.model_copy(update={"last_schedule_time": st.fmt(due)})
     return True
+
+
+def step_held(ctx: Pass) -> None:
+    """A run admitted by us but held suspended by an admission system (Kueue) is queued, not
+    running: no timeout runs meanwhile (the Job controller resets activeDeadlineSeconds on
+    resume), and once it has waited longer than ``startingDeadlineSeconds`` the BackgroundJob
+    is ``Overdue`` with reason ``Queued``."""
+    deadline = ctx.schedule.starting_deadline_seconds if ctx.schedule else None
+    if deadline is None:
+        return
+    for job in ctx.active_jobs():
+        if not (job.get("spec") or {}).get("suspend"):
+            continue
+        since = st.parse_time(job["metadata"].get("creationTimestamp")) or ctx.now
+        late = since + timedelta(seconds=deadline)
+        if late <= ctx.now:
+            if ctx.held is None or since < ctx.held[1]:
+                ctx.held = (job["metadata"]["name"], since)
+        else:
+            ctx.wake_at(late + timedelta(seconds=1))
 
 
 def _retry_root(job: dict[str, Any] | None) -> str | None:

@@ -18,6 +18,7 @@ from bgjob.api import BackgroundJobStatus, Condition, RunRecord, RunRef, Stats
 from bgjob.vocab import CRONJOB_INSTANTIATE
 
 RUNNING = "Running"
+QUEUED = "Queued"     # admitted by us, held suspended by an admission system (Kueue)
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
@@ -66,7 +67,8 @@ def observe(job: dict[str, Any]) -> RunRecord:
     base = {"job": meta.get("name", ""), "trigger": trigger_of(job), "attempt": attempt,
             "scheduled_time": scheduled or None, "start_time": start}
     if final is None:
-        return RunRecord(**base, result=RUNNING)
+        held = bool((job.get("spec") or {}).get("suspend"))
+        return RunRecord(**base, result=QUEUED if held else RUNNING)
     done = status.get("completionTime") or final.get("lastTransitionTime")
     begin, end = parse_time(start), parse_time(done)
     duration = round((end - begin).total_seconds(), 3) if begin and end else None
@@ -90,6 +92,11 @@ def observe(job: dict[str, Any]) -> RunRecord:
                      output=ann.get(ANN_OUTPUT))
 
 
+def is_active(result: str) -> bool:
+    """Not ended: running, or queued (suspended by an admission system)."""
+    return result in (RUNNING, QUEUED)
+
+
 def is_failure(result: str) -> bool:
     return result in (FAILED, DEADLINE_EXCEEDED)
 
@@ -111,9 +118,9 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
     fresh = accounting.to_count(visible, status.accounted)
     fresh_uids = {accounting.uid_of(j) for j in fresh}
     records = [observe(j) for j in visible if accounting.uid_of(j) not in fresh_uids]
-    active = sorted((r for r in records if r.result == RUNNING),
+    active = sorted((r for r in records if is_active(r.result)),
                     key=lambda r: (r.start_time or "", r.job))
-    finished = [r for r in records if r.result != RUNNING]
+    finished = [r for r in records if not is_active(r.result)]
     new = sorted((_ended(j) for j in fresh), key=lambda r: (r.completion_time or "", r.job))
 
     stats = status.stats
@@ -140,7 +147,7 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
     held = accounting.still_held(status.accounted, jobs)
     return status.model_copy(update={
         "active": [RunRef(job=r.job, trigger=r.trigger, attempt=r.attempt,
-                          start_time=r.start_time) for r in active],
+                          start_time=r.start_time, result=r.result) for r in active],
         "runs": runs,
         "stats": stats,
         "last_run": last_run,
@@ -153,7 +160,7 @@ def fold_runs(status: BackgroundJobStatus, jobs: Iterable[dict[str, Any]],
 def _ended(job: dict[str, Any]) -> RunRecord:
     """The record of a Job being counted; one deleted before it finished ended Cancelled."""
     rec = observe(job)
-    if rec.result != RUNNING:
+    if not is_active(rec.result):
         return rec
     done = (job.get("metadata") or {}).get("deletionTimestamp")
     begin, end = parse_time(rec.start_time), parse_time(done)
@@ -216,7 +223,7 @@ def prune(records: Iterable[RunRecord], successful: int, failed: int) -> list[st
     """Finished Jobs beyond the history limits, oldest first out (as the CronJob controller
     keeps its own); running Jobs are never pruned."""
     out: list[str] = []
-    done = [r for r in records if r.result != RUNNING]
+    done = [r for r in records if not is_active(r.result)]
     for keep, group in ((successful, [r for r in done if r.result == SUCCEEDED]),
                         (failed, [r for r in done if r.result != SUCCEEDED])):
         newest_first = sorted(group, key=lambda r: (r.completion_time or "", r.job),

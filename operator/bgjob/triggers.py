@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from bgjob import api
 from bgjob.api import ConcurrencyPolicy
+from bgjob.vocab import ANN_RUN_AT
 
 FIELD_PARAMS = f"metadata.annotations[{api.ANN_RUN_PARAMETERS}]"
 FIELD_RUN_NOW = f"metadata.annotations[{api.ANN_RUN_NOW}]"
 FIELD_FORCE = f"metadata.annotations[{api.ANN_RUN_FORCE}]"
+FIELD_RUN_AT = f"metadata.annotations[{ANN_RUN_AT}]"
 FORCE_VALUES = ("true", "false")
 MAX_PARAMS = 64
 
@@ -43,6 +46,7 @@ class Decision:
     force: bool = False
     params: dict[str, str] = field(default_factory=dict)
     problem: str = ""      # for INVALID: one line naming the annotation
+    not_before: datetime | None = None  # run-at: the run waits in the queue until then
 
 
 def parse_parameters(text: str | None) -> dict[str, str]:
@@ -73,6 +77,21 @@ def parse_parameters(text: str | None) -> dict[str, str]:
     return out
 
 
+def parse_run_at(text: str | None) -> datetime | None:
+    """``run-at``: an RFC 3339 time with its offset (a bare local time would be ambiguous)."""
+    if text is None:
+        return None
+    value = text.strip()
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None or "T" not in value.upper():
+        raise TriggerError(f"{FIELD_RUN_AT}: must be an RFC 3339 time with an offset, like "
+                           f"2026-12-24T06:00:00Z, not {text!r}")
+    return when.astimezone(UTC)
+
+
 def _force_problem(annotations: dict[str, str]) -> str | None:
     value = annotations.get(api.ANN_RUN_FORCE)
     if value is None or value in FORCE_VALUES:
@@ -96,6 +115,7 @@ def trigger_problem(annotations: dict[str, str]) -> str | None:
         return problem
     try:
         parse_parameters(annotations.get(api.ANN_RUN_PARAMETERS))
+        parse_run_at(annotations.get(ANN_RUN_AT))
     except TriggerError as exc:
         return str(exc)
     return None
@@ -119,12 +139,16 @@ def decide_run_now(annotations: dict[str, str], last_handled: str | None,
     if existing_job:
         return Decision(Action.ADOPT, token, force)
     problem = _force_problem(annotations)
+    not_before = None
     try:
         params = parse_parameters(annotations.get(api.ANN_RUN_PARAMETERS))
+        not_before = parse_run_at(annotations.get(ANN_RUN_AT))
     except TriggerError as exc:
         problem, params = problem or str(exc), {}
     if problem is not None:
         return Decision(Action.INVALID, token, False, problem=problem)
+    if not_before is not None:
+        return Decision(Action.RUN, token, force, params, not_before=not_before)
     if active and policy is ConcurrencyPolicy.FORBID and not force:
         return Decision(Action.REJECT, token, force, params)
     if active and policy is ConcurrencyPolicy.REPLACE:

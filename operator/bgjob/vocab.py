@@ -16,6 +16,7 @@ CRONJOB_INSTANTIATE = "cronjob.kubernetes.io/instantiate"  # kubectl create job 
 
 # -- on the BackgroundJob (the user's) -------------------------------------------------------
 ANN_RESUME = f"{GROUP}/resume"
+ANN_RUN_AT = f"{GROUP}/run-at"            # with a new run-now token: start at this time
 # Written by versions before the second wave; read once for migration, never written.
 LEGACY_LAST_CANCEL = f"{GROUP}/last-handled-cancel"
 LEGACY_LAST_RESUME = f"{GROUP}/last-handled-resume"
@@ -28,6 +29,7 @@ READY, SUSPENDED, FAILING, OVERDUE = "Ready", "Suspended", "Failing", "Overdue"
 INVALID_SPEC = "InvalidSpec"
 INVALID_SCHEDULE = "InvalidSchedule"
 INVALID_TRIGGER = "InvalidTrigger"
+QUEUED_REASON = "Queued"         # Overdue: a run held suspended by an admission system
 CHILD_CONFLICT = "ChildConflict"
 FAILED_CREATE = "FailedCreate"   # the API server refused a run's Job (quota, RBAC, 5xx)
 
@@ -45,6 +47,7 @@ EV_TRIGGER_REJECTED = "TriggerRejected"
 EV_MISSED_SCHEDULE = "MissedSchedule"
 EV_AUTO_SUSPENDED = "AutoSuspended"
 EV_RUN_SKIPPED = "RunSkipped"
+EV_RUN_QUEUED = "RunQueued"
 
 # -- freshness (spec.freshness) --------------------------------------------------------------
 STALE = "Stale"                       # the condition type, and the Warning event's reason

@@ -194,10 +194,14 @@ def test_parameters_are_judged_before_anything_is_written() -> None:
 
 def test_run_patch_clears_an_earlier_runs_parameters_and_force() -> None:
     ann = clirun.run_patch("17", {}, False)["metadata"]["annotations"]
-    assert ann == {api.ANN_RUN_NOW: "17", api.ANN_RUN_PARAMETERS: None, api.ANN_RUN_FORCE: None}
+    assert ann == {api.ANN_RUN_NOW: "17", api.ANN_RUN_PARAMETERS: None, api.ANN_RUN_FORCE: None,
+                   "bgjob.dev/run-at": None}
     ann = clirun.run_patch("18", {"b": "2", "a": "1"}, True)["metadata"]["annotations"]
     assert json.loads(ann[api.ANN_RUN_PARAMETERS]) == {"a": "1", "b": "2"}
     assert ann[api.ANN_RUN_FORCE] == "true"
+    assert clirun.parse_at("2026-12-24T07:00:00+01:00") == "2026-12-24T06:00:00Z"
+    with pytest.raises(clisession.CliError, match=r"^--at: must be an RFC 3339 time"):
+        clirun.parse_at("tomorrow 6am")
 
 
 def test_completion_candidates() -> None:
@@ -218,3 +222,18 @@ def test_completion_candidates() -> None:
         "cleanup", "report"]
     assert clicomplete.candidates(parser, ["list", ""], names) == []
     assert clicomplete.candidates(parser, ["nope", ""], names) == []
+
+
+def test_queue_table_lists_runs_in_start_order() -> None:
+    obj = {"metadata": {"name": "bj"}, "status": {"queued": [
+        {"job": "bj-m-1", "trigger": "manual", "since": "2026-11-22T11:59:00Z",
+         "parameters": {"scope": "full"}},
+        {"job": "bj-29390520", "trigger": "scheduled", "since": "2026-11-22T11:59:30Z",
+         "scheduledTime": "2026-11-22T11:59:00Z", "waitingJob": True},
+        {"job": "bj-m-2", "trigger": "manual", "since": "2026-11-22T11:00:00Z",
+         "notBefore": "2026-11-23T06:00:00Z"}]}}
+    lines = cliview.queue_table(obj, datetime(2026, 11, 22, 12, 0, tzinfo=UTC)).splitlines()
+    assert lines[0].split()[:3] == ["JOB", "TRIGGER", "ATTEMPT"]
+    assert [line.split()[0] for line in lines[1:]] == ["bj-m-1", "bj-29390520", "bj-m-2"]
+    assert "scope=full" in lines[1] and "2026-11-23T06:00:00Z" in lines[3]
+    assert lines[1].split()[3] == "1m"

@@ -33,10 +33,13 @@ def test_counters_move_once_and_gauges_mirror_status() -> None:
     empty = status()
     one = status(runs=[{"job": "cleanup-1", "trigger": "scheduled", "result": "Running"}],
                  active=[{"job": "cleanup-1", "trigger": "scheduled"}],
+                 queued=[{"job": "cleanup-m-2", "trigger": "manual",
+                          "since": "2026-11-22T01:00:00Z"}],
                  schedule={"kind": "cron", "mode": "CronJob",
                            "nextRunTimes": ["2026-11-23T01:00:00Z"]})
     m.record(KEY, empty, one)
     assert value(reg, "bgjob_active_runs") == 1
+    assert value(reg, "bgjob_queued_runs") == 1
     assert value(reg, "bgjob_next_run_timestamp_seconds") == 1795395600.0
     # born at 0 before the first run ends, so increase() sees its first step
     assert value(reg, "bgjob_runs_total", trigger="scheduled", result="Succeeded") == 0
@@ -56,6 +59,7 @@ def test_counters_move_once_and_gauges_mirror_status() -> None:
     assert value(reg, "bgjob_consecutive_failures") == 1
     assert value(reg, "bgjob_overdue") == 1
     assert value(reg, "bgjob_active_runs") == 0
+    assert value(reg, "bgjob_queued_runs") == 0
     assert value(reg, "bgjob_last_success_timestamp_seconds") == 1795309212.0
     assert value(reg, "bgjob_next_run_timestamp_seconds") is None  # no next run any more
 
@@ -211,7 +215,7 @@ def test_label_sets_a_panel_needs_start_at_zero_and_only_those() -> None:
     assert value(reg, "bgjob_runs_total", trigger="manual", result="Cancelled") is None
 
 
-SERIES_PER_BACKGROUNDJOB = 29  # README, "Metrics and alerts": keep the two in step
+SERIES_PER_BACKGROUNDJOB = 30  # README, "Metrics and alerts": keep the two in step
 
 
 def test_series_per_backgroundjob() -> None:

@@ -487,6 +487,203 @@ def expect_both_running(w: World) -> None:
     assert "InvalidTrigger" not in w.reasons()
 
 
+# -- the queue (Enqueue, maxConcurrency, maxQueued), run-at, held (Kueue) runs --------------
+
+def active_names(w: World) -> list[str]:
+    return [a["job"] for a in w.status.get("active") or []]
+
+
+def queued_names(w: World) -> list[str]:
+    return [q["job"] for q in w.status.get("queued") or []]
+
+
+def six_triggers(w: World) -> None:
+    for token in "abcdef":
+        run_now(w, token)
+
+
+def expect_two_active_three_queued_one_skipped(w: World) -> None:
+    assert sorted(active_names(w)) == sorted([manual("a"), manual("b")])
+    assert queued_names(w) == [manual("c"), manual("d"), manual("e")]
+    assert w.status["queuedCount"] == 3
+    assert w.stats["skipped"] == 1 and manual("f") not in w.jobs()
+    assert w.reasons().count("RunQueued") == 3 and w.reasons().count("RunSkipped") == 1
+    w.kube.finish(manual("b"))
+    w.settle()
+    assert sorted(active_names(w)) == sorted([manual("a"), manual("c")])  # first in, out
+    assert queued_names(w) == [manual("d"), manual("e")]
+    for name in (manual("a"), manual("c"), manual("d"), manual("e")):
+        w.kube.finish(name)
+        w.settle()
+        assert len(active_names(w)) <= 2
+    assert queued_names(w) == [] and w.stats["succeeded"] == 5
+
+
+def ticks_while_a_run_is_active(w: World) -> None:
+    w.settle()
+    run_now(w, "m")
+    jobs = [w.kube.cronjob_tick(T0.replace(hour=h)) for h in (11, 12)]
+    w.at(2 * 3600 + 5)
+    w.settle()
+    w.extra = jobs  # type: ignore[attr-defined]
+
+
+def expect_each_tick_queued_and_run_in_order(w: World) -> None:
+    first, second = w.extra  # type: ignore[attr-defined]
+    assert queued_names(w) == [first, second] and w.stats.get("missed", 0) == 0
+    assert not w.kube.unsuspended(first) and not w.kube.unsuspended(second)
+    w.kube.finish(manual("m"))
+    w.settle()
+    assert w.kube.unsuspended(first) and not w.kube.unsuspended(second)
+    w.kube.finish(first)
+    w.settle()
+    assert w.kube.unsuspended(second) and queued_names(w) == []
+
+
+def retry_due_while_the_slot_is_taken(w: World) -> None:
+    run_now(w, "a")
+    w.kube.finish(manual("a"), ok=False)
+    w.settle()
+    run_now(w, "b")  # takes the only slot before the retry is due
+    w.at(120)
+    w.settle()
+
+
+def expect_retry_queued_then_started_once(w: World) -> None:
+    retry = f"{manual('a')}-r2"
+    assert queued_names(w) == [retry] and retry not in w.jobs()
+    assert w.status.get("pendingRetries", []) == []
+    w.kube.finish(manual("b"))
+    w.settle()
+    assert retry in w.jobs() and queued_names(w) == [] and w.stats["retries"] == 1
+    job = w.kube.job(retry)
+    assert job is not None and job["metadata"]["annotations"]["bgjob.dev/attempt"] == "2"
+
+
+def cancel_with_queued_runs(w: World) -> None:
+    w.settle()
+    run_now(w, "a")
+    run_now(w, "b")
+    tick = w.kube.cronjob_tick(T0.replace(hour=11))
+    w.at(3600 + 5)
+    w.settle()
+    assert queued_names(w) == [manual("b"), tick]
+    w.annotate(cancel="c1")
+    w.settle()
+    w.extra = tick  # type: ignore[attr-defined]
+
+
+def expect_queue_dropped_and_counted_skipped(w: World) -> None:
+    assert queued_names(w) == [] and w.stats["skipped"] == 2
+    assert w.kube.job(w.extra) is None  # type: ignore[attr-defined]  # waiting Job deleted
+    assert manual("b") not in w.jobs()
+    job = w.kube.job(manual("a"))
+    assert job is not None and "bgjob.dev/cancelled" in job["metadata"]["annotations"]
+
+
+def run_at_in_an_hour(w: World) -> None:
+    w.annotate(run_at=fmt(T0.replace(hour=11)))
+    run_now(w, "later")
+    w.at(1800)
+    w.rec = Reconciler(w.kube, clock=w.clock)  # type: ignore[arg-type]  # a restart
+    w.settle()
+
+
+def expect_waits_then_starts_at_its_time(w: World) -> None:
+    assert manual("later") not in w.jobs()
+    [entry] = w.status["queued"]
+    assert entry["notBefore"] == fmt(T0.replace(hour=11)) and entry["trigger"] == "manual"
+    wake = w.sync()
+    assert wake is not None and 1795 <= wake <= 1800, wake
+    w.at(3600)
+    w.settle()
+    assert manual("later") in w.jobs() and queued_names(w) == []
+
+
+def run_at_not_a_time(w: World) -> None:
+    w.annotate(run_at="tomorrow")
+    run_now(w, "x")
+
+
+def expect_invalid_run_at(w: World) -> None:
+    assert w.jobs() == [] and w.status["lastHandledRunNow"] == "x"
+    ready = w.condition("Ready")
+    assert ready["reason"] == "InvalidTrigger" and "bgjob.dev/run-at" in ready["message"]
+
+
+def second_run_over_max_concurrency(w: World) -> None:
+    run_now(w, "a")
+    run_now(w, "b")
+
+
+def expect_rejected_naming_the_limit(w: World) -> None:
+    assert w.jobs() == [manual("a")]
+    msg = next(m for _, r, m in w.kube.events if r == "TriggerRejected")
+    assert "maxConcurrency is 1" in msg
+
+
+def held_by_an_admission_system(w: World) -> None:
+    run_now(w, "k")
+    job = w.kube.objects[("jobs", NS, manual("k"))]
+    job["spec"]["suspend"] = True  # Kueue's webhook: held until its Workload is admitted
+    w.kube._bump(job)
+    w.settle()
+
+
+def expect_queued_then_overdue_then_counted(w: World) -> None:
+    [ref] = w.status["active"]
+    assert ref["result"] == "Queued" and w.condition("Overdue")["status"] == "False"
+    w.at(301)
+    w.settle()
+    overdue = w.condition("Overdue")
+    assert (overdue["status"], overdue["reason"]) == ("True", "Queued")
+    job = w.kube.objects[("jobs", NS, manual("k"))]
+    job["spec"]["suspend"] = False  # admitted by Kueue
+    w.kube._bump(job)
+    w.kube.finish(manual("k"))
+    w.settle()
+    assert w.stats["succeeded"] == 1 and w.condition("Overdue")["status"] == "False"
+
+
+def queued_run_created_then_crash_before_the_write(w: World) -> None:
+    run_now(w, "a")
+    run_now(w, "b")
+    w.kube.finish(manual("a"))
+    w.kube.fail_next[("patch", api.PLURAL)] = KubeError(500, "Internal", "crash")
+    with contextlib.suppress(KubeError):
+        w.sync()  # creates b's Job from the queue, then dies before recording it
+    w.rec = Reconciler(w.kube, clock=w.clock)  # type: ignore[arg-type]  # a restart
+    w.settle()
+
+
+def expect_started_once(w: World) -> None:
+    assert sorted(w.jobs()) == sorted([manual("a"), manual("b")])
+    assert queued_names(w) == [] and active_names(w) == [manual("b")]
+
+
+def operator_timed_run_due_while_active(w: World) -> None:
+    w.settle()
+    run_now(w, "m")
+    w.at(7 * 60 + 1)
+    w.settle()
+
+
+def expect_scheduled_queued_with_its_time(w: World) -> None:
+    [entry] = w.status["queued"]
+    assert entry["trigger"] == "scheduled" and entry["scheduledTime"] == fmt(
+        T0.replace(minute=7))
+    w.kube.finish(manual("m"))
+    w.settle()
+    job = w.kube.job(entry["job"])
+    assert job is not None
+    env = {e["name"]: e.get("value")
+           for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BGJOB_SCHEDULED_TIME"] == fmt(T0.replace(minute=7))
+
+
+ENQ = {"concurrencyPolicy": "Enqueue"}
+
+
 # -- typed parameters (issue 17) ----------------------------------------------------------------
 
 DAYS = {"name": "days", "type": "Integer", "minimum": 1, "maximum": 30}
@@ -669,6 +866,34 @@ CASES = [
          expect_counted_once_and_pruned),
     Case("a cancel token handled by an older version (annotation) is not handled again",
          {}, legacy_annotations_migrate, expect_old_cancel_not_redone),
+    Case("Enqueue, maxConcurrency 2, maxQueued 3, six run-nows: 2 active, 3 queued FIFO, 1 "
+         "skipped; never more than 2 active as they drain",
+         {**ENQ, "maxConcurrency": 2, "maxQueued": 3}, six_triggers,
+         expect_two_active_three_queued_one_skipped),
+    Case("Enqueue: two CronJob ticks while a run is active are queued, none superseded, "
+         "admitted one at a time in order", {**CRON, **ENQ}, ticks_while_a_run_is_active,
+         expect_each_tick_queued_and_run_in_order),
+    Case("Enqueue: a retry due while the slot is taken is queued, then started once",
+         {**ENQ, **RETRY}, retry_due_while_the_slot_is_taken,
+         expect_retry_queued_then_started_once),
+    Case("cancel with queued runs: the queue is dropped, counted skipped, waiting Jobs deleted",
+         {**CRON, **ENQ}, cancel_with_queued_runs, expect_queue_dropped_and_counted_skipped),
+    Case("run-at an hour ahead: queued with notBefore across a restart, started at its time",
+         {}, run_at_in_an_hour, expect_waits_then_starts_at_its_time),
+    Case("run-at 'tomorrow': InvalidTrigger naming the annotation, token handled, no run",
+         {}, run_at_not_a_time, expect_invalid_run_at),
+    Case("Allow with maxConcurrency 1: a second run-now is rejected naming the limit",
+         {"concurrencyPolicy": "Allow", "maxConcurrency": 1}, second_run_over_max_concurrency,
+         expect_rejected_naming_the_limit),
+    Case("a run held suspended by an admission system: Queued in active, Overdue Queued past "
+         "startingDeadlineSeconds, counted normally once it runs",
+         {"schedule": {"cron": "0 0 1 1 *", "startingDeadlineSeconds": 300}},
+         held_by_an_admission_system, expect_queued_then_overdue_then_counted),
+    Case("a queued run's Job created, then a crash before the status write: started once",
+         ENQ, queued_run_created_then_crash_before_the_write, expect_started_once),
+    Case("Enqueue, operator timing: a run due while another is active is queued with its "
+         "scheduled time", {**EVERY7, **ENQ}, operator_timed_run_due_while_active,
+         expect_scheduled_queued_with_its_time),
     Case("a default the parameterSchema refuses: InvalidSpec naming spec.parameters.days "
          "once, the CronJob untouched, no run until the spec is fixed",
          {**CRON, "parameterSchema": [DAYS], "parameters": {"days": "7"}},

@@ -10,6 +10,7 @@ from bgjob.triggers import (
     TriggerError,
     decide_run_now,
     parse_parameters,
+    parse_run_at,
     pending_cancel,
     trigger_problem,
 )
@@ -118,3 +119,26 @@ def test_trigger_problem_names_the_annotation(annotations: dict[str, str],
     else:
         assert problem is not None and problem.startswith(prefix) and "\n" not in problem
 
+
+
+@pytest.mark.parametrize(("text", "expect"), [
+    ("2026-12-24T06:00:00Z", "2026-12-24T06:00:00+00:00"),
+    ("2026-12-24T07:00:00+01:00", "2026-12-24T06:00:00+00:00"),
+    (" 2026-12-24t06:00:00z ", "2026-12-24T06:00:00+00:00"),
+])
+def test_run_at(text: str, expect: str) -> None:
+    when = parse_run_at(text)
+    assert when is not None and when.isoformat() == expect
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "2026-12-24", "2026-12-24T06:00:00", ""])
+def test_bad_run_at_names_the_annotation(text: str) -> None:
+    with pytest.raises(TriggerError, match=r"annotations\[bgjob.dev/run-at\]"):
+        parse_run_at(text)
+
+
+def test_run_at_makes_a_run_wait() -> None:
+    d = decide_run_now({"bgjob.dev/run-now": "t", "bgjob.dev/run-at": "2026-12-24T06:00:00Z"},
+                       None, False, 1, ConcurrencyPolicy.FORBID)
+    assert d.action is Action.RUN and d.not_before is not None
+    assert trigger_problem({"bgjob.dev/run-now": "t", "bgjob.dev/run-at": "soon"})
