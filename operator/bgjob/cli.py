@@ -113,7 +113,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not runs:
         print(f"No runs recorded for {args.name} yet.", file=sys.stderr)
         return 0
-    print(cliview.history_table(obj, datetime.now(UTC)))
+    print(cliview.history_table(obj, datetime.now(UTC), wide=args.output == "wide"))
     return 0
 
 
@@ -312,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the times; write nothing")
     verb("queue", "runs waiting for a slot (Enqueue) or for their time (run --at)",
          "kubectl bgjob queue document-cleanup", cmd_queue)
-    verb("history", "the run history: durations, results, exit codes",
-         "kubectl bgjob history document-cleanup", cmd_history)
+    verb("history", "the run history: durations, results, exit codes (-o wide: output)",
+         "kubectl bgjob history document-cleanup -o wide", cmd_history,
+         ("table", "wide", "json", "yaml"))
     p = verb("logs", "print the logs of the latest (or a given) run",
              "kubectl bgjob logs document-cleanup --run document-cleanup-29390520 -f",
              cmd_logs, output=())

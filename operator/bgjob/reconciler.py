@@ -23,8 +23,10 @@ from bgjob import (
     accounting,
     backfilling,
     cronjobs,
+    freshness,
     judging,
     manifests,
+    params,
     queueing,
     runs,
     schedule,
@@ -103,7 +105,7 @@ class Reconciler:
 
         ### 3: Count every Job that ended, exactly once; judge each ended attempt (retry it or
         ###    end the run); autoSuspend.
-        self.fx.learn_exit_codes(ctx)
+        self.fx.learn_from_pods(ctx)
         judging.step_account(ctx)
 
         ### 4: Bring the CronJob in line, reverting drift (only with a valid spec).
@@ -144,6 +146,7 @@ class Reconciler:
         ### 12: Schedule description, conditions, observedGeneration.
         ctx.new = schedule_status(ctx)
         ctx.new = conditions(ctx)
+        ctx.new = freshness.apply(ctx)
 
         ### 13: One status write holding everything this pass decided, then the events.
         if not self._write(ctx):
@@ -214,7 +217,7 @@ class Reconciler:
                 ctx.retry_policy = Retry()
             return
         ctx.retry_policy = ctx.spec.retry
-        bad = manifests.template_problem(ctx.spec.template)
+        bad = manifests.template_problem(ctx.spec.template) or params.spec_problem(ctx.spec)
         if bad is not None:
             ctx.problem = SpecProblem(INVALID_SPEC, bad)
             ctx.template_ok = False

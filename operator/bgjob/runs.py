@@ -15,6 +15,7 @@ from bgjob import accounting, api, backfilling, manifests, queueing, schedule, t
 from bgjob import status as st
 from bgjob.api import ConcurrencyPolicy, PendingRetry, QueuedRun
 from bgjob.gate import Verdict
+from bgjob.params import run_problem
 from bgjob.passctx import AdmitJob, CancelRuns, CreateJob, Pass, SpecProblem
 from bgjob.triggers import Action
 from bgjob.vocab import (
@@ -134,7 +135,7 @@ def _miss(ctx: Pass, job: dict[str, Any], why: str) -> None:
 
 
 def step_run_now(ctx: Pass) -> None:
-    problem = triggers.trigger_problem(ctx.annotations)
+    problem = triggers.trigger_problem(ctx.annotations) or _typed_problem(ctx)
     if problem is not None:
         ctx.trigger_problem = SpecProblem(INVALID_TRIGGER, problem)
     if ctx.spec is None or not ctx.template_ok:
@@ -151,10 +152,11 @@ def step_run_now(ctx: Pass) -> None:
                                     != (INVALID_TRIGGER, problem)):
             ctx.event(WARNING, INVALID_TRIGGER, problem)  # once: on the way into it
         return
-    if decision.action is Action.INVALID:
-        ctx.handled_run_now(decision.token)  # never runs later by surprise
+    if decision.action is Action.INVALID or (problem is not None
+                                             and decision.action is not Action.ADOPT):
+        ctx.handled_run_now(decision.token)  # never runs (nor queues) later by surprise
         ctx.event(WARNING, INVALID_TRIGGER, f"run-now {decision.token!r} not started: "
-                  f"{decision.problem}")
+                  f"{decision.problem or problem}")
         return
     params = decision.params
     if decision.action is Action.ADOPT:
@@ -191,6 +193,16 @@ def step_run_now(ctx: Pass) -> None:
         ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
     ctx.plan(CreateJob(_manual_manifest(ctx, job_name, params),
                        f"manual run {decision.token!r}"))
+
+
+def _typed_problem(ctx: Pass) -> str | None:
+    """A run-now whose effective parameters the parameterSchema refuses (checked on every
+    pass while a run-now annotation is set, so Ready says so until the trigger is fixed)."""
+    if ctx.spec is None or not ctx.spec.parameter_schema or api.ANN_RUN_NOW not in \
+            ctx.annotations:
+        return None
+    overrides = triggers.parse_parameters(ctx.annotations.get(api.ANN_RUN_PARAMETERS))
+    return run_problem(ctx.spec, overrides, triggers.FIELD_PARAMS)
 
 
 def _manual_manifest(ctx: Pass, job_name: str, params: dict[str, str]) -> dict[str, Any]:

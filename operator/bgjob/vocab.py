@@ -51,3 +51,7 @@ EV_RUN_SKIPPED = "RunSkipped"
 EV_RUN_QUEUED = "RunQueued"
 EV_BACKFILL_STARTED = "BackfillStarted"
 EV_BACKFILL_COMPLETED = "BackfillCompleted"
+
+# -- freshness (spec.freshness) --------------------------------------------------------------
+STALE = "Stale"                       # the condition type, and the Warning event's reason
+STALE_TRUE, STALE_FALSE = "NoRecentSuccess", "Fresh"

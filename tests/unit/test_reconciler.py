@@ -791,6 +791,128 @@ def expect_one_failed_after_its_retry(w: World) -> None:
 ENQ = {"concurrencyPolicy": "Enqueue"}
 
 
+# -- typed parameters (issue 17) ----------------------------------------------------------------
+
+DAYS = {"name": "days", "type": "Integer", "minimum": 1, "maximum": 30}
+
+
+def bad_default_over_a_working_schedule(w: World) -> None:
+    w.settle()
+    w.extra = copy.deepcopy(w.kube.objects[("cronjobs", NS, NAME)])  # type: ignore[attr-defined]
+    w.spec(parameters={"days": "0"})
+    w.settle()
+    run_now(w, "a")
+
+
+def expect_invalid_spec_and_the_cronjob_kept(w: World) -> None:
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"] == "spec.parameters.days: '0' is below the minimum 1"
+    assert w.reasons().count("InvalidSpec") == 1
+    cj = w.kube.objects[("cronjobs", NS, NAME)]
+    before = w.extra  # type: ignore[attr-defined]
+    assert cj["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert w.jobs() == []  # the run-now waits for a spec it can run
+    w.spec(parameters={"days": "3"})
+    w.settle()
+    assert w.condition("Ready")["status"] == "True" and w.jobs() == [manual("a")]
+
+
+def bad_override_on_a_run_now(w: World) -> None:
+    w.settle()
+    run_now(w, "a", days="forty")
+
+
+def expect_invalid_trigger_naming_the_parameter(w: World) -> None:
+    assert w.jobs() == [] and w.status.get("lastHandledRunNow") == "a"
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidTrigger")
+    assert ready["message"] == ("metadata.annotations[bgjob.dev/run-parameters]: parameter "
+                                "days: 'forty' is not an Integer (like 42)")
+    assert w.reasons().count("InvalidTrigger") == 1
+    assert any("run-now 'a' not started" in m for _, r, m in w.kube.events
+               if r == "InvalidTrigger")
+    run_now(w, "b", days="30")  # a good override runs, and Ready is True again
+    assert w.jobs() == [manual("b")] and w.condition("Ready")["status"] == "True"
+    job = w.kube.job(manual("b"))
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]  # type: ignore[index]
+    assert {"name": "BGJOB_PARAM_DAYS", "value": "30"} in env
+
+
+def required_parameter_missing_on_a_manual_only_job(w: World) -> None:
+    run_now(w, "a")
+
+
+def expect_the_run_refused_not_the_spec(w: World) -> None:
+    assert w.jobs() == []
+    ready = w.condition("Ready")
+    assert (ready["reason"], ready["message"]) == (
+        "InvalidTrigger", "metadata.annotations[bgjob.dev/run-parameters]: parameter days: "
+        "required, and no value was given")
+    run_now(w, "b", days="1")
+    assert w.jobs() == [manual("b")]
+
+
+# -- run output (issue 17) -------------------------------------------------------------------
+
+def failed_run_with_a_termination_message(w: World) -> None:
+    run_now(w, "a")
+    w.kube.pod(manual("a"), "step 3 of 4\nERROR: bucket not found\n")
+    w.kube.finish(manual("a"), ok=False, exit_code=3)
+    w.kube.lists.clear()
+    w.settle()
+    w.at(60)
+    w.settle()
+
+
+def expect_output_in_runs_and_last_run_read_once(w: World) -> None:
+    want = "step 3 of 4\nERROR: bucket not found\n"
+    assert w.status["runs"][0]["output"] == want
+    assert w.status["lastRun"]["output"] == want
+    assert w.kube.lists == [("pods", f"batch.kubernetes.io/job-name={manual('a')}")]
+
+
+# -- freshness (issue 17) -----------------------------------------------------------------------
+
+FRESH_2H = {"freshness": {"maxAgeSinceSuccess": "2h"}}
+
+
+def never_succeeds_for_two_hours(w: World) -> None:
+    w.settle()
+    w.extra = [w.sync()]  # type: ignore[attr-defined]  # the wake-up asked for
+    w.kube.writes.clear()
+    w.at(3600)
+    w.settle()  # an hour later: nothing to write
+    w.extra.append(len(w.kube.writes))  # type: ignore[attr-defined]
+    w.at(2 * 3600 + 1)  # the wake-up: stale now
+    w.settle()
+
+
+def expect_stale_on_time_then_cleared_by_a_success(w: World) -> None:
+    wake, quiet_writes = w.extra  # type: ignore[attr-defined]
+    assert wake == pytest.approx(2 * 3600 + 1)  # wakes itself when it turns stale
+    assert quiet_writes == 0  # steady state: no write until then
+    stale = w.condition("Stale")
+    assert (stale["status"], stale["reason"]) == ("True", "NoRecentSuccess")
+    assert stale["message"].startswith("no run has succeeded since the creation at "
+                                       "2026-11-23T10:00:00Z, more than 2h ago")
+    assert w.reasons().count("Stale") == 1
+    assert [t for t, r, _ in w.kube.events if r == "Stale"] == ["Warning"]
+    w.at(3 * 3600)
+    w.settle()
+    assert w.reasons().count("Stale") == 1  # once, on the way into it
+    run_now(w, "ok")
+    w.kube.finish(manual("ok"))
+    w.settle()
+    fresh = w.condition("Stale")
+    assert (fresh["status"], fresh["reason"]) == ("False", "Fresh")
+    assert "stale after 2026-11-23T15:00:00Z" in fresh["message"]
+    assert w.sync() == pytest.approx(2 * 3600 + 1)  # the next wake-up: success + 2h
+    w.spec(freshness=None)
+    w.settle()
+    assert all(c["type"] != "Stale" for c in w.status["conditions"])
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 EVERY7 = {"schedule": {"every": "7m"}}
 RETRY = {"retry": {"limit": 1, "backoff": {"initialDelaySeconds": 60, "jitter": 0}}}
@@ -892,6 +1014,24 @@ CASES = [
     Case("a backfill run fails and so does its retry: counted failed once, then completed",
          {"schedule": {"daily": "02:00"}, **RETRY}, backfill_run_fails_then_its_retry_fails,
          expect_one_failed_after_its_retry),
+    Case("a default the parameterSchema refuses: InvalidSpec naming spec.parameters.days "
+         "once, the CronJob untouched, no run until the spec is fixed",
+         {**CRON, "parameterSchema": [DAYS], "parameters": {"days": "7"}},
+         bad_default_over_a_working_schedule, expect_invalid_spec_and_the_cronjob_kept),
+    Case("a run-now override the parameterSchema refuses: InvalidTrigger naming the "
+         "parameter once, token handled, no Job",
+         {"parameterSchema": [DAYS], "parameters": {"days": "7"}},
+         bad_override_on_a_run_now, expect_invalid_trigger_naming_the_parameter),
+    Case("a required parameter without a default, no schedule: the spec is fine, a run-now "
+         "without the value is refused",
+         {"parameterSchema": [{**DAYS, "required": True}]},
+         required_parameter_missing_on_a_manual_only_job, expect_the_run_refused_not_the_spec),
+    Case("a failed run's termination message: runs[].output and lastRun.output, its pods read "
+         "once", {}, failed_run_with_a_termination_message,
+         expect_output_in_runs_and_last_run_read_once),
+    Case("freshness 2h, no success: Stale turns True at creation + 2h by its own wake-up "
+         "(no write before), one Warning event; a success clears it; unset removes it",
+         FRESH_2H, never_succeeds_for_two_hours, expect_stale_on_time_then_cleared_by_a_success),
 ]
 
 
