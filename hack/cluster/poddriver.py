@@ -20,6 +20,12 @@ Convention (first match wins), read when the pod first appears:
   ``SIM_DURATION_SECONDS`` / ``SIM_NEVER_START`` — so a BackgroundJob parameter ``SIM_EXIT_CODE``
   (env ``BGJOB_PARAM_SIM_EXIT_CODE``) chooses the outcome of one manual run;
 * otherwise exit code 0 after 1 second.
+
+A container's termination message (``state.terminated.message``) is, as a kubelet writes it:
+the text of the annotation ``sim.bgjob.dev/termination-message`` or of an env var ending in
+``SIM_TERMINATION_MESSAGE`` (what the program would write to its termination-message file);
+otherwise, for a container with ``terminationMessagePolicy: FallbackToLogsOnError`` that
+failed, the tail of its log (the last 80 lines, at most 2,048 bytes).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class Plan:
     exit_code: int = 0
     duration_seconds: float = 1.0
     never_start: bool = False
+    termination_message: str | None = None
 
 
 def plan_for(pod: dict[str, Any]) -> Plan:
@@ -77,6 +84,7 @@ def plan_for(pod: dict[str, Any]) -> Plan:
         exit_code=int(exit_code) if exit_code is not None else 0,
         duration_seconds=float(duration) if duration is not None else 1.0,
         never_start=(never or "").lower() == "true",
+        termination_message=pick("termination-message", "SIM_TERMINATION_MESSAGE"),
     )
 
 
@@ -84,19 +92,35 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _container_statuses(pod: dict[str, Any], state: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": c["name"],
-            "image": c.get("image", ""),
-            "imageID": "",
-            "ready": "running" in state,
-            "restartCount": 0,
-            "started": "running" in state,
-            "state": state,
-        }
-        for c in pod["spec"]["containers"]
-    ]
+FALLBACK_LINES = 80      # the kubelet's tail for FallbackToLogsOnError
+FALLBACK_BYTES = 2048
+
+
+def _container_statuses(pod: dict[str, Any], state: dict[str, Any],
+                        plan: Plan | None = None) -> list[dict[str, Any]]:
+    out = []
+    for c in pod["spec"]["containers"]:
+        own = state
+        if plan is not None and "terminated" in state:
+            message = termination_message(pod, c["name"], plan)
+            if message is not None:
+                own = {"terminated": {**state["terminated"], "message": message}}
+        out.append({"name": c["name"], "image": c.get("image", ""), "imageID": "",
+                    "ready": "running" in state, "restartCount": 0,
+                    "started": "running" in state, "state": own})
+    return out
+
+
+def termination_message(pod: dict[str, Any], container: str, plan: Plan) -> str | None:
+    """What a kubelet reports as the ended container's message (pure; see the module doc)."""
+    if plan.termination_message is not None:
+        return plan.termination_message
+    spec: dict[str, Any] = next((c for c in (pod.get("spec") or {}).get("containers") or []
+                                 if c.get("name") == container), {})
+    if spec.get("terminationMessagePolicy") != "FallbackToLogsOnError" or plan.exit_code == 0:
+        return None
+    tail = "\n".join(log_lines(pod, container, plan)[-FALLBACK_LINES:]) + "\n"
+    return tail.encode()[-FALLBACK_BYTES:].decode(errors="ignore")
 
 
 def log_lines(pod: dict[str, Any], container: str, plan: Plan) -> list[str]:
@@ -235,7 +259,7 @@ class Driver:
         self._patch(ns, name, {
             "phase": "Succeeded" if run.plan.exit_code == 0 else "Failed",
             "conditions": [{"type": "Ready", "status": "False"}],
-            "containerStatuses": _container_statuses(pod, terminated),
+            "containerStatuses": _container_statuses(pod, terminated, run.plan),
         })
 
     def finish(self, pod: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ so ``kubectl explain`` reads like the Kubernetes reference. Cross-field rules li
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -78,6 +79,156 @@ class CatchUp(StrEnum):
     LATEST = "Latest"
     ALL = "All"
     NONE = "None"
+
+
+class ParameterType(StrEnum):
+    STRING = "String"
+    INTEGER = "Integer"
+    NUMBER = "Number"
+    BOOLEAN = "Boolean"
+    DATE = "Date"
+    DATETIME = "DateTime"
+
+
+# What a parameter's text must look like for each type (RE2 and Python agree on these), shared
+# by the CEL rule on enum values and by bgjob.params.
+PARAM_SYNTAX: dict[str, str] = {
+    "Integer": r"^[-+]?[0-9]+$",
+    "Number": r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$",
+    "Boolean": r"^(true|false)$",
+    "Date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    "DateTime": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?"
+                r"([Zz]|[-+][0-9]{2}:[0-9]{2})$",
+}
+PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+MAX_PARAMETERS = 64
+MAX_ENUM = 32
+
+
+def _enum_values_rule() -> str:
+    """One CEL rule: every enum value reads as the parameter's type."""
+    checks = " : ".join(
+        f"self.type == '{t}' ? self.enum.all(e, e.matches('{rx}'))"
+        for t, rx in PARAM_SYNTAX.items() if t != "Boolean")
+    return f"!has(self.enum) || ({checks} : true)"
+
+
+class ParameterSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.minimum) || !has(self.maximum) || "
+                    "self.minimum <= self.maximum",
+                    "message": "parameterSchema: minimum must not be above maximum",
+                    "fieldPath": ".minimum",
+                },
+                {
+                    "rule": "(!has(self.minimum) && !has(self.maximum)) || "
+                    "self.type in ['Integer', 'Number']",
+                    "message": "parameterSchema: minimum and maximum need type Integer or "
+                    "Number",
+                    "fieldPath": ".type",
+                },
+                {
+                    "rule": "!has(self.pattern) || self.type == 'String'",
+                    "message": "parameterSchema: pattern needs type String",
+                    "fieldPath": ".pattern",
+                },
+                {
+                    "rule": "!has(self.enum) || self.type != 'Boolean'",
+                    "message": "parameterSchema: a Boolean has no enum (it is true or false)",
+                    "fieldPath": ".enum",
+                },
+                {
+                    "rule": _enum_values_rule(),
+                    "message": "parameterSchema: every enum value must be of the "
+                    "parameter's type",
+                    "fieldPath": ".enum",
+                },
+            ]
+        }
+    )
+
+    name: str = Field(
+        pattern=PARAM_NAME, max_length=63,
+        description="name of the parameter (the key in spec.parameters and run-parameters; "
+        "the run sees it as BGJOB_PARAM_<NAME>).",
+    )
+    type: ParameterType = Field(
+        default=ParameterType.STRING,
+        description="type is String (default), Integer, Number, Boolean (true or false), "
+        "Date (YYYY-MM-DD) or DateTime (RFC 3339); values are checked as text, since "
+        "parameters reach the run as env vars.",
+    )
+    enum: list[str] | None = Field(
+        default=None, min_length=1, max_length=MAX_ENUM,
+        json_schema_extra={"items": {"type": "string", "maxLength": 128}},
+        description="enum lists the allowed values (not for Boolean).",
+    )
+    minimum: float | None = Field(
+        default=None, description="minimum is the smallest allowed value (Integer, Number).",
+    )
+    maximum: float | None = Field(
+        default=None, description="maximum is the largest allowed value (Integer, Number).",
+    )
+    pattern: str | None = Field(
+        default=None, max_length=256,
+        description="pattern is a regular expression a String value must match (anywhere, "
+        "as in OpenAPI: anchor it with ^ and $ to match the whole value).",
+    )
+    required: bool = Field(
+        default=False, description="required: every run needs a value, from spec.parameters "
+        "or the run's overrides. With a schedule it needs a default (a scheduled run has no "
+        "overrides).",
+    )
+    description: str = Field(
+        default="", max_length=1024, description="description says what the parameter does "
+        "(shown by kubectl bgjob describe).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParameterSpec:
+        """The CEL rules again, for the plugin and for objects that missed the API server's
+        check; the location names the parameter."""
+        numeric = self.type in (ParameterType.INTEGER, ParameterType.NUMBER)
+        problem = None
+        if self.minimum is not None and self.maximum is not None and \
+                self.minimum > self.maximum:
+            problem = "minimum must not be above maximum"
+        elif (self.minimum is not None or self.maximum is not None) and not numeric:
+            problem = "minimum and maximum need type Integer or Number"
+        elif self.pattern is not None and self.type is not ParameterType.STRING:
+            problem = "pattern needs type String"
+        elif self.enum is not None and self.type is ParameterType.BOOLEAN:
+            problem = "a Boolean has no enum (it is true or false)"
+        elif self.enum is not None and self.type.value in PARAM_SYNTAX and not all(
+                re.match(PARAM_SYNTAX[self.type.value], e) for e in self.enum):
+            problem = "every enum value must be of the parameter's type"
+        if problem is not None:
+            raise PydanticCustomError("parameter_schema", "parameter {name}: {problem}",
+                                      {"name": self.name, "problem": problem})
+        return self
+
+
+class Freshness(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{
+                "rule": "self.maxAgeSinceSuccess.contains('d') || "
+                "duration(self.maxAgeSinceSuccess) >= duration('1m')",
+                "message": "freshness.maxAgeSinceSuccess: must be at least 1m",
+                "fieldPath": ".maxAgeSinceSuccess",
+            }]
+        }
+    )
+
+    max_age_since_success: str = Field(
+        pattern=EVERY_DURATION,
+        description="maxAgeSinceSuccess: the condition Stale turns True when the last "
+        "successful run (or the creation, if none) is older than this duration (26h, 90m, "
+        "1d; at least 1m).",
+    )
 
 
 class WeeklyAt(Model):
@@ -419,6 +570,18 @@ class BackgroundJobSpec(Model):
         default_factory=dict, description="parameters are passed to every run as "
         "BGJOB_PARAM_<KEY> env vars and can be overridden per manual run.",
     )
+    parameter_schema: list[ParameterSpec] = Field(
+        default_factory=list, max_length=MAX_PARAMETERS,
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]},
+        description="parameterSchema types the parameters (a list keyed by name): each run's "
+        "effective parameters (spec.parameters, then the run's overrides) are checked before "
+        "its Job is created. Parameters it does not list stay untyped strings.",
+    )
+    freshness: Freshness | None = Field(
+        default=None, description="freshness sets how old the last success may get before "
+        "the condition Stale turns True.",
+    )
     timeout_seconds: int | None = Field(
         default=None, ge=1, description="timeoutSeconds kills a run still going after this "
         "long (the Job's activeDeadlineSeconds); it is recorded as DeadlineExceeded.",
@@ -603,6 +766,10 @@ class RunRecord(Model):
     message: str = Field(default="", description="message from the Job's final condition.")
     schedule: str | None = Field(default=None, description="schedule is the name of the "
                                  "spec.schedules entry the run belongs to.")
+    output: str | None = Field(
+        default=None, description="output is the main container's termination message (the "
+        "first 1 KiB); the main container is the pod template's first container.",
+    )
 
 
 class Stats(Model):
@@ -638,6 +805,24 @@ class PendingRetry(Model):
     )
     schedule: str | None = Field(default=None, description="schedule is the spec.schedules "
                                  "entry of the run being retried.")
+
+
+class BackfillStatus(Model):
+    from_: str = Field(alias="from", description="from is the start of the range (included).")
+    until: str = Field(description="until is the end of the range (excluded).")
+    id: str = Field(description="id names this backfill's Jobs: <name>-b<id>-<minutes>.")
+    phase: str = Field(default="Running", description="phase is Running, Completed, "
+                       "Cancelled or Invalid (the annotation could not be used: see message).")
+    message: str = Field(default="", description="message says why an Invalid backfill "
+                         "did not start.")
+    total: int = Field(default=0, description="total is the number of due times in the range.")
+    started: int = Field(default=0, description="started runs.")
+    succeeded: int = Field(default=0, description="succeeded runs.")
+    failed: int = Field(default=0, description="failed runs (after their retries).")
+    next: str | None = Field(default=None, description="next is the due time that starts "
+                             "next; absent once every run has started.")
+    completion_time: str | None = Field(default=None, description="completionTime is when "
+                                        "the last run ended (or the backfill was cancelled).")
 
 
 class BackgroundJobStatus(Model):
@@ -681,6 +866,12 @@ class BackgroundJobStatus(Model):
     last_handled_resume: str | None = Field(
         default=None, description="lastHandledResume is the last resume token acted on."
     )
+    last_handled_backfill: str | None = Field(
+        default=None, description="lastHandledBackfill is the last bgjob.dev/backfill value "
+        "acted on."
+    )
+    backfill: BackfillStatus | None = Field(
+        default=None, description="backfill is the progress of the latest backfill.")
 
 
 class BackgroundJob(Model):

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from bgjob import api, cliview, schedule
 from bgjob import status as st
 from bgjob.api import Schedule
+from bgjob.clibackfill import cmd_backfill
 from bgjob.clicomplete import _live_names, candidates, cmd_completion
 from bgjob.clirun import cmd_run, new_token
 from bgjob.clisession import CliError, Session, _as_list, _dump, _empty, _output
@@ -115,7 +116,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not runs:
         print(f"No runs recorded for {args.name} yet.", file=sys.stderr)
         return 0
-    print(cliview.history_table(obj, datetime.now(UTC)))
+    print(cliview.history_table(obj, datetime.now(UTC), wide=args.output == "wide"))
     return 0
 
 
@@ -304,10 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = verb(name, words, f"kubectl bgjob {name} document-cleanup --dry-run", fn, output=())
         p.add_argument("--dry-run", action="store_true",
                        help="write nothing; print the same change as YAML for Git")
+    p = verb("backfill", "run every time the schedule would have fired in [--from, --until)",
+             "kubectl bgjob backfill nightly-report --from 2026-11-01T00:00:00Z "
+             "--until 2026-11-06T00:00:00Z --dry-run", cmd_backfill)
+    p.add_argument("--from", dest="from_", required=True, metavar="TIME",
+                   help="start of the range, included (RFC 3339)")
+    p.add_argument("--until", required=True, metavar="TIME",
+                   help="end of the range, excluded (RFC 3339)")
+    p.add_argument("--dry-run", action="store_true", help="print the times; write nothing")
     verb("queue", "runs waiting for a slot (Enqueue) or for their time (run --at)",
          "kubectl bgjob queue document-cleanup", cmd_queue)
-    verb("history", "the run history: durations, results, exit codes",
-         "kubectl bgjob history document-cleanup", cmd_history)
+    verb("history", "the run history: durations, results, exit codes (-o wide: output)",
+         "kubectl bgjob history document-cleanup -o wide", cmd_history,
+         ("table", "wide", "json", "yaml"))
     p = verb("logs", "print the logs of the latest (or a given) run",
              "kubectl bgjob logs document-cleanup --run document-cleanup-29390520 -f",
              cmd_logs, output=())

@@ -10,6 +10,7 @@ from typing import Any
 
 from bgjob import api, manifests, triggers
 from bgjob.clisession import EXIT_ERROR, EXIT_TIMEOUT, PARAM_KEY, CliError, Session
+from bgjob.params import run_problem_raw
 from bgjob.vocab import ANN_RUN_AT
 
 
@@ -62,7 +63,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     at = parse_at(getattr(args, "at", None))
     s = Session(args)
-    s.get(args.name)
+    obj = s.get(args.name)
+    # The operator's own check (bgjob.params), before anything is written.
+    problem = run_problem_raw(obj.get("spec") or {}, params, "--param")
+    if problem is not None:
+        raise CliError(f"{problem} (spec.parameterSchema of {args.name}; nothing was written)")
     token = args.token or new_token()
     job = manifests.manual_job_name(args.name, token)
     s.patch(args.name, run_patch(token, params, args.force, at))
@@ -92,7 +97,8 @@ def _await_start(s: Session, name: str, token: str, job: str, deadline: float) -
                 _poll(deadline, f"queued run {job} to start")
                 continue
             why = next((e for e in reversed(s.events(name))
-                        if e.get("reason") in ("TriggerRejected", "InvalidTrigger")), None)
+                        if e.get("reason") in ("TriggerRejected", "InvalidTrigger",
+                                               "RunSkipped")), None)
             raise CliError(f"run not started: {why['reason']}: {why.get('message', '')}"
                            if why else "run not started (see kubectl bgjob describe "
                            f"{name})")

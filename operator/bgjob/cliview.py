@@ -104,8 +104,18 @@ def list_table(items: Sequence[dict[str, Any]], now: datetime, wide: bool = Fals
 
 # -- history / stats / overdue ------------------------------------------------------------
 
-def history_table(obj: dict[str, Any], now: datetime) -> str:
-    """Run records, newest first: active runs, then what status.runs remembers."""
+def one_line(text: str | None, limit: int = 100) -> str:
+    """A run's output in one table cell: its lines joined by " | ", and when longer than
+    ``limit`` its end (a failure's last log lines say the most)."""
+    flat = " | ".join(line.strip() for line in (text or "").splitlines() if line.strip())
+    if not flat:
+        return "-"
+    return flat if len(flat) <= limit else "..." + flat[3 - limit:]
+
+
+def history_table(obj: dict[str, Any], now: datetime, wide: bool = False) -> str:
+    """Run records, newest first: active runs, then what status.runs remembers; ``wide``
+    adds each run's output (the main container's termination message)."""
     st = _status(obj)
     seen: set[str] = set()
     rows = []
@@ -118,9 +128,9 @@ def history_table(obj: dict[str, Any], now: datetime) -> str:
                      age(rec.get("startTime") or rec.get("scheduledTime"), now),
                      duration(rec.get("durationSeconds")), rec.get("result", "-"),
                      "-" if code is None else str(code),
-                     rec.get("reason") or "-"])
+                     rec.get("reason") or "-"] + ([one_line(rec.get("output"))] if wide else []))
     return table(["JOB", "TRIGGER", "ATTEMPT", "STARTED", "DURATION", "RESULT", "EXIT CODE",
-                  "REASON"], rows)
+                  "REASON"] + (["OUTPUT"] if wide else []), rows)
 
 
 def queue_table(obj: dict[str, Any], now: datetime) -> str:
@@ -270,9 +280,7 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
            if retry.get("nonRetryableExitCodes") else ""),
     ]
     out += _calendar_lines(spec.get("schedule") or {}, "  ")
-    params = spec.get("parameters") or {}
-    if params:
-        out.append("Parameters:    " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
+    out += parameter_lines(spec)
     out += _entries_lines(spec, st, zone, local)
     out.append("")
     out.append("Next runs:")
@@ -289,6 +297,14 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
             + ("queued by its admission system, created " if a.get("result") == "Queued"
                else "started ")
             + f"{age(a.get('startTime'), now)} ago)" for a in active]
+    bf = st.get("backfill") or {}
+    if bf.get("phase") == "Invalid":
+        out.append(f"Backfill:      not started: {bf.get('message', '')}")
+    elif bf:
+        out.append(f"Backfill:      {bf.get('phase')}, {bf.get('from')} until {bf.get('until')}: "
+                   f"{bf.get('started', 0)} of {bf.get('total', 0)} started, "
+                   f"{bf.get('succeeded', 0)} succeeded, {bf.get('failed', 0)} failed"
+                   + (f", next {bf['next']}" if bf.get("next") else ""))
     queued = st.get("queued") or []
     if queued:
         out.append(f"Queued runs:   {len(queued)}")
@@ -296,6 +312,10 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
     out.append("")
     out.append("Run history:")
     out += ["  " + line for line in history_table(obj, now).splitlines()]
+    last = st.get("lastRun") or {}
+    if last.get("output"):
+        out.append(f"Last output ({last.get('job')}, {last.get('result', '-')}):")
+        out += ["  | " + line for line in str(last["output"]).splitlines()]
     s = st.get("stats") or {}
     out.append("")
     out.append(f"Stats:         {s.get('runs', 0)} runs, {s.get('succeeded', 0)} succeeded, "
@@ -323,6 +343,31 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetim
     else:
         out.append("  <none>")
     return "\n".join(out)
+
+
+def parameter_lines(spec: dict[str, Any]) -> list[str]:
+    """The parameters: typed ones in schema order with type, default and description, then
+    the untyped defaults (type String)."""
+    defaults = spec.get("parameters") or {}
+    schema = [p for p in spec.get("parameterSchema") or [] if isinstance(p, dict)]
+    if not defaults and not schema:
+        return []
+    rows = []
+    for p in schema:
+        kind = p.get("type", "String")
+        rules = [f"one of {'|'.join(p['enum'])}" if p.get("enum") else "",
+                 f">= {p['minimum']}" if p.get("minimum") is not None else "",
+                 f"<= {p['maximum']}" if p.get("maximum") is not None else "",
+                 f"~ {p['pattern']}" if p.get("pattern") else ""]
+        kind += "".join(f", {r}" for r in rules if r)
+        default = defaults.get(p.get("name"))
+        rows.append([p.get("name", "?"), kind, "-" if default is None else default,
+                     "yes" if p.get("required") else "no", p.get("description") or ""])
+    typed = {r[0] for r in rows}
+    rows += [[k, "String (untyped)", v, "no", ""] for k, v in sorted(defaults.items())
+             if k not in typed]
+    return ["Parameters:"] + ["  " + line for line in table(
+        ["NAME", "TYPE", "DEFAULT", "REQUIRED", "DESCRIPTION"], rows).splitlines()]
 
 
 def event_time(e: dict[str, Any]) -> str | None:

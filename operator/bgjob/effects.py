@@ -142,22 +142,26 @@ class Effects:
         self.expect.deleted_job((ctx.ns, ctx.name), job_name)
         ctx.jobs.pop(job_name, None)
 
-    def learn_exit_codes(self, ctx: Pass) -> None:
-        """A failed Job's conditions rarely carry the exit code; its pod does. One read per
-        Job about to be counted; the run record keeps the code after that."""
+    def learn_from_pods(self, ctx: Pass) -> None:
+        """What only a run's pod knows: a failed Job's exit code (its conditions rarely carry
+        it) and the main container's termination message (the run's output). One read per
+        Job about to be counted, none later: the run record keeps both after that."""
         for job in accounting.to_count(ctx.jobs.values(), ctx.old.accounted):
             job_name = job["metadata"]["name"]
-            if not st.needs_exit_code(job):
-                continue
             try:
                 pods = self.kube.list("v1", "pods", ctx.ns,
                                       f"{manifests.JOB_NAME_LABEL}={job_name}")
             except KubeError as exc:
                 log.debug("%s/%s: cannot read pods of %s: %s", ctx.ns, ctx.name, job_name, exc)
                 continue
-            code = st.exit_code_of(pods)
+            learnt: dict[str, str] = {}
+            code = st.exit_code_of(pods) if st.needs_exit_code(job) else None
             if code is not None:
+                learnt[st.ANN_EXIT_CODE] = str(code)
+            output = st.output_of(pods)
+            if output is not None:
+                learnt[st.ANN_OUTPUT] = output
+            if learnt:
                 meta = dict(job["metadata"])
-                meta["annotations"] = {**(meta.get("annotations") or {}),
-                                       st.ANN_EXIT_CODE: str(code)}
+                meta["annotations"] = {**(meta.get("annotations") or {}), **learnt}
                 ctx.jobs[job_name] = {**job, "metadata": meta}

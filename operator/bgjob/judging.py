@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from bgjob import retry
+from bgjob import backfilling, retry
 from bgjob import status as st
 from bgjob.api import PendingRetry, Retry
 from bgjob.passctx import Pass
@@ -35,6 +35,7 @@ def step_account(ctx: Pass) -> None:
     _run_events(ctx, fresh)
     for rec in fresh:
         _judge(ctx, rec, policy)
+    backfilling.count(ctx, fresh)
     step_auto_suspend(ctx)
 
 

@@ -120,6 +120,9 @@ def job_template(name: str, spec: BackgroundJobSpec, trigger: str, attempt: int 
         }]}
     env = _env(name, trigger, attempt, scheduled, {**spec.parameters, **(params or {})})
     for container in pod_spec.get("containers") or []:
+        # A failure's last log lines become its termination message, so status shows a
+        # run's output without access to pod logs (an explicit choice is kept).
+        container.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
         ours = {e["name"] for e in env}
         container["env"] = [e for e in container.get("env") or [] if e.get("name") not in ours]
         container["env"] += env

@@ -82,6 +82,9 @@ class Metrics:
                               obj, registry=r)
         self.overdue = Gauge("bgjob_overdue", "1 while a due run has not started.", obj,
                              registry=r)
+        self.stale = Gauge("bgjob_stale", "1 while the last success is older than "
+                           "spec.freshness.maxAgeSinceSuccess (only with freshness set).", obj,
+                           registry=r)
         self.reconciles = Counter("bgjob_reconcile_total", "Reconcile passes by result.",
                                   ["result"], registry=r)
         self.reconcile_seconds = Histogram("bgjob_reconcile_duration_seconds",
@@ -134,6 +137,11 @@ class Metrics:
             self.consecutive.labels(ns, name).set(new.stats.consecutive_failures)
             cond = st.condition(new, "Overdue")
             self.overdue.labels(ns, name).set(1 if cond and cond.status == "True" else 0)
+            stale = st.condition(new, "Stale")
+            if stale is not None:
+                self.stale.labels(ns, name).set(1 if stale.status == "True" else 0)
+            else:
+                self._remove(self.stale, ns, name)
             self._set_conditions(key, new)
 
     def _prepare(self, key: Key, new: BackgroundJobStatus) -> None:
@@ -180,7 +188,7 @@ class Metrics:
                 self._remove(self.conditions, ns, name, ctype, status, reason)
             for metric in (self.last_success, self.next_run, self.active, self.queued,
                            self.consecutive,
-                           self.retries, self.missed, self.overdue):
+                           self.retries, self.missed, self.overdue, self.stale):
                 self._remove(metric, ns, name)
 
     def track_writes(self, writes: Tally[str]) -> None:

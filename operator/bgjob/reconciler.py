@@ -21,9 +21,13 @@ from pydantic import ValidationError
 
 from bgjob import (
     accounting,
+    backfilling,
     cronjobs,
+    freshness,
     judging,
     manifests,
+    params,
+    queueing,
     runs,
     schedruns,
     schedule,
@@ -104,7 +108,7 @@ class Reconciler:
 
         ### 3: Count every Job that ended, exactly once; judge each ended attempt (retry it or
         ###    end the run); autoSuspend.
-        self.fx.learn_exit_codes(ctx)
+        self.fx.learn_from_pods(ctx)
         judging.step_account(ctx)
 
         ### 4: Bring the CronJob in line, reverting drift (only with a valid spec).
@@ -115,7 +119,7 @@ class Reconciler:
         self.fx.apply(ctx)
 
         ### 6: Queued runs start first in, first out, while slots are free.
-        runs.step_queue(ctx)
+        queueing.step_queue(ctx)
         self.fx.apply(ctx)
 
         ### 7: Admit the Jobs the CronJob made suspended, under the concurrency policy.
@@ -136,17 +140,24 @@ class Reconciler:
         self.fx.apply(ctx)
         runs.step_held(ctx)
 
-        ### 11: Schedule description, conditions, observedGeneration.
+        ### 11: A new backfill value starts a backfill; its next due times start when the gate
+        ###     has room (after the live runs above, which go first).
+        backfilling.step_begin(ctx)
+        backfilling.step_advance(ctx)
+        self.fx.apply(ctx)
+
+        ### 12: Schedule description, conditions, observedGeneration.
         ctx.new = schedule_status(ctx)
         ctx.new = conditions(ctx)
+        ctx.new = freshness.apply(ctx)
 
-        ### 12: One status write holding everything this pass decided, then the events.
+        ### 13: One status write holding everything this pass decided, then the events.
         if not self._write(ctx):
             return ctx.out
         if self.metrics is not None:
             self.metrics.record((ctx.ns, ctx.name), ctx.old, ctx.new)
 
-        ### 13: Now that it is recorded: let counted Jobs go, drop missed waiting Jobs, prune.
+        ### 14: Now that it is recorded: let counted Jobs go, drop missed waiting Jobs, prune.
         self.fx.release(ctx, accounting.release(ctx.new.accounted, ctx.jobs.values())
                       + ctx.orphans)
         for job_name in ctx.to_delete:
@@ -209,7 +220,7 @@ class Reconciler:
                 ctx.retry_policy = Retry()
             return
         ctx.retry_policy = ctx.spec.retry
-        bad = manifests.template_problem(ctx.spec.template)
+        bad = manifests.template_problem(ctx.spec.template) or params.spec_problem(ctx.spec)
         if bad is not None:
             ctx.problem = SpecProblem(INVALID_SPEC, bad)
             ctx.template_ok = False

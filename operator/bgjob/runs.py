@@ -11,10 +11,21 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from bgjob import accounting, api, gate, manifests, schedruns, schedule, timing, triggers
+from bgjob import (
+    accounting,
+    api,
+    backfilling,
+    manifests,
+    queueing,
+    schedruns,
+    schedule,
+    timing,
+    triggers,
+)
 from bgjob import status as st
 from bgjob.api import ConcurrencyPolicy, PendingRetry, QueuedRun
 from bgjob.gate import Verdict
+from bgjob.params import run_problem
 from bgjob.passctx import AdmitJob, CancelRuns, CreateJob, Pass, SpecProblem
 from bgjob.triggers import Action
 from bgjob.vocab import (
@@ -23,8 +34,6 @@ from bgjob.vocab import (
     CRONJOB_INSTANTIATE,
     EV_MISSED_SCHEDULE,
     EV_RUN_CANCELLED,
-    EV_RUN_QUEUED,
-    EV_RUN_SKIPPED,
     EV_TRIGGER_REJECTED,
     INVALID_TRIGGER,
     NORMAL,
@@ -50,108 +59,14 @@ def step_cancel(ctx: Pass) -> None:
     ctx.set_retries([])
     dropped = ctx.new.queued
     for entry in dropped:  # queued runs never started: skipped, their waiting Jobs deleted
-        _forget_waiting(ctx, entry)
+        queueing.forget_waiting(ctx, entry)
     ctx.set_queue([])
     ctx.count_skipped(len(dropped))
+    stopped_backfill = backfilling.cancel(ctx)
     ctx.event(NORMAL, EV_RUN_CANCELLED, f"Cancelled {len(stopped)} active run(s)"
               + (f": {', '.join(stopped)}" if stopped else " (none was active)")
-              + (f"; dropped {len(dropped)} queued run(s)" if dropped else ""))
-
-
-def _forget_waiting(ctx: Pass, entry: QueuedRun) -> None:
-    """A queued run that will not happen: its suspended Job (if the CronJob made one) is
-    marked decided in ``status.accounted`` and deleted after the write."""
-    job = ctx.jobs.get(entry.job)
-    if entry.waiting_job and job is not None and accounting.awaiting_admission(job):
-        ctx.new = ctx.new.model_copy(
-            update={"accounted": [*ctx.new.accounted, accounting.uid_of(job)]})
-        ctx.to_delete.append(entry.job)
-
-
-# -- the queue (Enqueue; run-at) ----------------------------------------------------------
-
-
-def step_queue(ctx: Pass) -> None:
-    """Queued runs start first in, first out, while slots are free. A run queued for later
-    (run-at) waits aside until its time and holds nobody up."""
-    spec = ctx.spec
-    if spec is None or not ctx.template_ok or not ctx.new.queued:
-        return
-    keep: list[QueuedRun] = []
-    full = False
-    for entry in ctx.new.queued:
-        not_before = st.parse_time(entry.not_before)
-        if not_before is not None and not_before > ctx.now:
-            ctx.wake_at(not_before)
-            keep.append(entry)
-            continue
-        job = ctx.jobs.get(entry.job)
-        if job is not None and not accounting.awaiting_admission(job):
-            continue  # started by an earlier pass that did not get to record it
-        if entry.waiting_job and job is None:
-            log.info("%s/%s: queued Job %s is gone; dropped from the queue", ctx.ns,
-                     ctx.name, entry.job)
-            continue
-        room = gate.free_slots(spec.run_limit, len(ctx.active_jobs()))
-        if full or room == 0:
-            full = True
-            keep.append(entry)
-            continue
-        _start_queued(ctx, entry)
-    ctx.set_queue(keep)
-
-
-def _start_queued(ctx: Pass, entry: QueuedRun) -> None:
-    assert ctx.spec is not None
-    if entry.waiting_job:
-        ctx.plan(AdmitJob(entry.job))
-        return
-    extra: dict[str, str] = {}
-    if entry.first_job:
-        extra[ANN_RETRY_OF] = entry.first_job
-    if entry.parameters:
-        extra[ANN_PARAMETERS] = json.dumps(entry.parameters, sort_keys=True)
-    manifest = manifests.job_manifest(
-        ctx.bj, ctx.spec, entry.job, entry.trigger, attempt=entry.attempt,
-        scheduled=st.parse_time(entry.scheduled_time), params=entry.parameters,
-        extra_annotations=extra or None, schedule_name=entry.schedule)
-    retry = entry.trigger == "retry"
-    if retry:
-        _add_retries(ctx, 1)
-
-    def undo(ctx: Pass) -> None:  # not created: back in the queue, in its place
-        if retry:
-            _add_retries(ctx, -1)
-        ctx.set_queue([*ctx.new.queued, entry])
-
-    ctx.plan(CreateJob(manifest, f"queued {entry.trigger} run {entry.job}", undo))
-
-
-def _add_retries(ctx: Pass, n: int) -> None:
-    stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries + n})
-    ctx.new = ctx.new.model_copy(update={"stats": stats})
-
-
-def _verdict(ctx: Pass, force: bool = False) -> Verdict:
-    """The gate's answer for one new run now."""
-    assert ctx.spec is not None
-    return gate.decide(ctx.spec.concurrency_policy, ctx.spec.run_limit,
-                       len(ctx.active_jobs()), queued_ahead=ctx.queued_ahead(),
-                       queue_limit=ctx.spec.queue_limit, force=force)
-
-
-def _enqueue(ctx: Pass, entry: QueuedRun, verdict: Verdict, what: str) -> None:
-    """QUEUE: the run joins the queue; SKIP: the queue is full, the run does not happen."""
-    if verdict is Verdict.QUEUE:
-        ctx.set_queue([*ctx.new.queued, entry])
-        ctx.event(NORMAL, EV_RUN_QUEUED, f"{what} queued ({len(ctx.new.queued)} waiting): "
-                  f"{len(ctx.active_jobs())} run(s) active, the limit is "
-                  f"{ctx.spec.run_limit if ctx.spec else 1}")
-        return
-    _forget_waiting(ctx, entry)
-    ctx.count_skipped()
-    ctx.event(WARNING, EV_RUN_SKIPPED, f"{what} skipped: the queue is full "
-              f"(maxQueued {ctx.spec.queue_limit if ctx.spec else 0})")
+              + (f"; dropped {len(dropped)} queued run(s)" if dropped else "")
+              + ("; stopped the backfill" if stopped_backfill else ""))
 
 
 def step_admit(ctx: Pass) -> None:
@@ -203,7 +118,7 @@ def step_admit(ctx: Pass) -> None:
             _miss(ctx, job, f"it could not start within {deadline}s")
             continue
         name = job["metadata"]["name"]
-        verdict = _verdict(ctx)
+        verdict = queueing.verdict(ctx)
         if verdict is Verdict.WAIT:
             if not is_manual and deadline is not None:
                 ctx.wake_at(when + timedelta(seconds=deadline + 1))
@@ -213,7 +128,7 @@ def step_admit(ctx: Pass) -> None:
                               since=st.fmt(ctx.now) or "",
                               scheduled_time=None if is_manual else due(job) or None,
                               waiting_job=True)
-            _enqueue(ctx, entry, verdict, f"{entry.trigger.capitalize()} run {name}")
+            queueing.enqueue(ctx, entry, verdict, f"{entry.trigger.capitalize()} run {name}")
             continue
         if verdict is Verdict.REPLACE:
             ctx.plan(CancelRuns(_names(ctx.active_jobs()), f"replaced-by:{name}"))
@@ -232,7 +147,7 @@ def _miss(ctx: Pass, job: dict[str, Any], why: str) -> None:
 
 
 def step_run_now(ctx: Pass) -> None:
-    problem = triggers.trigger_problem(ctx.annotations)
+    problem = triggers.trigger_problem(ctx.annotations) or _typed_problem(ctx)
     if problem is not None:
         ctx.trigger_problem = SpecProblem(INVALID_TRIGGER, problem)
     if ctx.spec is None or not ctx.template_ok:
@@ -249,10 +164,11 @@ def step_run_now(ctx: Pass) -> None:
                                     != (INVALID_TRIGGER, problem)):
             ctx.event(WARNING, INVALID_TRIGGER, problem)  # once: on the way into it
         return
-    if decision.action is Action.INVALID:
-        ctx.handled_run_now(decision.token)  # never runs later by surprise
+    if decision.action is Action.INVALID or (problem is not None
+                                             and decision.action is not Action.ADOPT):
+        ctx.handled_run_now(decision.token)  # never runs (nor queues) later by surprise
         ctx.event(WARNING, INVALID_TRIGGER, f"run-now {decision.token!r} not started: "
-                  f"{decision.problem}")
+                  f"{decision.problem or problem}")
         return
     params = decision.params
     if decision.action is Action.ADOPT:
@@ -266,11 +182,11 @@ def step_run_now(ctx: Pass) -> None:
                           not_before=st.fmt(decision.not_before), parameters=params)
         full = len(ctx.new.queued) >= (ctx.spec.queue_limit if ctx.spec.concurrency_policy
                                        is ConcurrencyPolicy.ENQUEUE else api.MAX_QUEUED)
-        _enqueue(ctx, entry, Verdict.SKIP if full else Verdict.QUEUE,
-                 f"{what} (run-at {st.fmt(decision.not_before)})")
+        queueing.enqueue(ctx, entry, Verdict.SKIP if full else Verdict.QUEUE,
+                         f"{what} (run-at {st.fmt(decision.not_before)})")
         ctx.wake_at(decision.not_before)
         return
-    verdict = _verdict(ctx, force=decision.force)
+    verdict = queueing.verdict(ctx, force=decision.force)
     if verdict is Verdict.WAIT:
         limit = ctx.spec.run_limit
         why = ("concurrencyPolicy is Forbid" if ctx.spec.concurrency_policy
@@ -281,13 +197,24 @@ def step_run_now(ctx: Pass) -> None:
                   f"{api.ANN_RUN_FORCE}: \"true\" to run anyway")
         return
     if verdict in (Verdict.QUEUE, Verdict.SKIP):
-        _enqueue(ctx, QueuedRun(job=job_name, trigger="manual", since=st.fmt(ctx.now) or "",
-                                parameters=params), verdict, what)
+        entry = QueuedRun(job=job_name, trigger="manual", since=st.fmt(ctx.now) or "",
+                          parameters=params)
+        queueing.enqueue(ctx, entry, verdict, what)
         return
     if verdict is Verdict.REPLACE:
         ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
     ctx.plan(CreateJob(_manual_manifest(ctx, job_name, params),
                        f"manual run {decision.token!r}"))
+
+
+def _typed_problem(ctx: Pass) -> str | None:
+    """A run-now whose effective parameters the parameterSchema refuses (checked on every
+    pass while a run-now annotation is set, so Ready says so until the trigger is fixed)."""
+    if ctx.spec is None or not ctx.spec.parameter_schema or api.ANN_RUN_NOW not in \
+            ctx.annotations:
+        return None
+    overrides = triggers.parse_parameters(ctx.annotations.get(api.ANN_RUN_PARAMETERS))
+    return run_problem(ctx.spec, overrides, triggers.FIELD_PARAMS)
 
 
 def _manual_manifest(ctx: Pass, job_name: str, params: dict[str, str]) -> dict[str, Any]:
@@ -313,7 +240,7 @@ def step_retries(ctx: Pass) -> None:
         root = pending.first_job or _retry_root(ctx.jobs.get(pending.job)) or pending.job
         job_name = manifests.retry_job_name(root, pending.attempt)
         if job_name not in ctx.jobs:
-            verdict = _verdict(ctx)
+            verdict = queueing.verdict(ctx)
             if verdict is Verdict.WAIT:
                 keep.append(pending)  # waits for a slot; the end of an active run brings us
                 continue
@@ -322,7 +249,7 @@ def step_retries(ctx: Pass) -> None:
                           "dropped: a newer run is active and concurrencyPolicy is Replace")
                 continue
             if verdict in (Verdict.QUEUE, Verdict.SKIP):
-                _enqueue(ctx, QueuedRun(
+                queueing.enqueue(ctx, QueuedRun(
                     job=job_name, trigger="retry", since=st.fmt(ctx.now) or "",
                     scheduled_time=pending.scheduled_time, parameters=pending.parameters,
                     attempt=pending.attempt, first_job=root, schedule=pending.schedule),
@@ -411,17 +338,17 @@ def _start_scheduled(ctx: Pass, due: datetime, e: schedruns.Entry) -> bool:
     before = st.fmt(schedruns.last_scheduled(ctx, e))
     queued = any(q.job == job_name for q in ctx.new.queued)
     if job_name not in ctx.jobs and not queued:
-        verdict = _verdict(ctx)
+        verdict = queueing.verdict(ctx)
         if verdict is Verdict.WAIT:
             log.info("%s/%s: run due %s waits: no free slot (%d active)", ctx.ns, ctx.name,
                      st.fmt(due), len(ctx.active_jobs()))
             return False
         schedruns.set_last_scheduled(ctx, e, st.fmt(due))
         if verdict in (Verdict.QUEUE, Verdict.SKIP):
-            _enqueue(ctx, QueuedRun(job=job_name, trigger="scheduled",
-                                    since=st.fmt(ctx.now) or "", scheduled_time=st.fmt(due),
-                                    parameters=e.parameters, schedule=e.name or None),
-                     verdict, f"Scheduled run due {st.fmt(due)}")
+            entry = QueuedRun(job=job_name, trigger="scheduled", since=st.fmt(ctx.now) or "",
+                              scheduled_time=st.fmt(due), parameters=e.parameters,
+                              schedule=e.name or None)
+            queueing.enqueue(ctx, entry, verdict, f"Scheduled run due {st.fmt(due)}")
             return True
         if verdict is Verdict.REPLACE:
             ctx.plan(CancelRuns(_names(ctx.active_jobs()), f"replaced-by:{job_name}"))

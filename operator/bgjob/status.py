@@ -25,6 +25,8 @@ DEADLINE_EXCEEDED = "DeadlineExceeded"
 CANCELLED = "Cancelled"
 ANN_CANCELLED = f"{api.GROUP}/cancelled"
 ANN_EXIT_CODE = f"{api.GROUP}/exit-code"  # in memory only: the code read from the Job's pod
+ANN_OUTPUT = f"{api.GROUP}/output"        # in memory only: the termination message read there
+MAX_OUTPUT_BYTES = 1024
 _EXIT_CODE = re.compile(r"exit code (\d+)")
 
 
@@ -87,7 +89,8 @@ def observe(job: dict[str, Any]) -> RunRecord:
     if ann.get(ANN_EXIT_CODE, "").isdigit():
         exit_code = int(ann[ANN_EXIT_CODE])
     return RunRecord(**base, completion_time=done, duration_seconds=duration, result=result,
-                     exit_code=exit_code, reason=reason, message=message[:512])
+                     exit_code=exit_code, reason=reason, message=message[:512],
+                     output=ann.get(ANN_OUTPUT))
 
 
 def is_active(result: str) -> bool:
@@ -172,9 +175,12 @@ def _ended(job: dict[str, Any]) -> RunRecord:
 def _refresh(old: RunRecord, seen: RunRecord | None) -> RunRecord:
     if seen is None:
         return old
-    if seen.exit_code is None and old.exit_code is not None:  # learnt from the pod once
-        return seen.model_copy(update={"exit_code": old.exit_code})
-    return seen
+    learnt: dict[str, Any] = {}  # read from the pod once, when the run was counted
+    if seen.exit_code is None and old.exit_code is not None:
+        learnt["exit_code"] = old.exit_code
+    if seen.output is None and old.output is not None:
+        learnt["output"] = old.output
+    return seen.model_copy(update=learnt) if learnt else seen
 
 
 def needs_exit_code(job: dict[str, Any]) -> bool:
@@ -192,6 +198,26 @@ def exit_code_of(pods: Iterable[dict[str, Any]]) -> int | None:
             code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
             if isinstance(code, int) and code != 0:
                 return code
+    return None
+
+
+def output_of(pods: Iterable[dict[str, Any]]) -> str | None:
+    """The main container's termination message (the main container is the pod template's
+    first one), from the newest pod that has one, cut to its first 1 KiB; None when there is
+    none. With ``terminationMessagePolicy: FallbackToLogsOnError`` a failed container's
+    message is the tail of its log."""
+    ordered = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""),
+                     reverse=True)
+    for pod in ordered:
+        containers = (pod.get("spec") or {}).get("containers") or []
+        main = containers[0].get("name") if containers else None
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != main:
+                continue
+            message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
+            if isinstance(message, str) and message.strip():
+                cut = message.encode()[:MAX_OUTPUT_BYTES]
+                return cut.decode(errors="ignore")
     return None
 
 

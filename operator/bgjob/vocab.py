@@ -17,6 +17,7 @@ CRONJOB_INSTANTIATE = "cronjob.kubernetes.io/instantiate"  # kubectl create job 
 
 # -- on the BackgroundJob (the user's) -------------------------------------------------------
 ANN_RESUME = f"{GROUP}/resume"
+ANN_BACKFILL = f"{GROUP}/backfill"        # {"from": T1, "until": T2}: re-run a past range
 ANN_RUN_AT = f"{GROUP}/run-at"            # with a new run-now token: start at this time
 # Written by versions before the second wave; read once for migration, never written.
 LEGACY_LAST_CANCEL = f"{GROUP}/last-handled-cancel"
@@ -50,3 +51,9 @@ EV_MISSED_SCHEDULE = "MissedSchedule"
 EV_AUTO_SUSPENDED = "AutoSuspended"
 EV_RUN_SKIPPED = "RunSkipped"
 EV_RUN_QUEUED = "RunQueued"
+EV_BACKFILL_STARTED = "BackfillStarted"
+EV_BACKFILL_COMPLETED = "BackfillCompleted"
+
+# -- freshness (spec.freshness) --------------------------------------------------------------
+STALE = "Stale"                       # the condition type, and the Warning event's reason
+STALE_TRUE, STALE_FALSE = "NoRecentSuccess", "Fresh"

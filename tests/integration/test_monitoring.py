@@ -257,7 +257,9 @@ def test_without_honor_labels_every_series_lands_in_the_operators_namespace(
 
 
 # Panels (title, refId) whose query may rightly return nothing after this mix of runs.
-MAY_BE_EMPTY = {("Overdue", "A")}  # no BackgroundJob is overdue
+MAY_BE_EMPTY = {("Overdue", "A"),  # no BackgroundJob is overdue
+                # nor stale (none of them has spec.freshness)
+                ("Stale (no success within spec.freshness.maxAgeSinceSuccess)", "A")}
 
 
 def test_every_dashboard_panel_returns_data(cluster: Cluster, operator: Operator,

@@ -55,6 +55,7 @@ class FakeKube:
         self._uid = itertools.count(1)
         self.writes: list[tuple[str, str, str]] = []   # (verb, plural, name)
         self.events: list[tuple[str, str, str]] = []
+        self.lists: list[tuple[str, str]] = []            # (plural, selector) read
         self.fail_next: dict[tuple[str, str], KubeError] = {}  # (verb, plural) -> error, once
 
     # -- the Kube interface --------------------------------------------------------------
@@ -90,7 +91,12 @@ class FakeKube:
 
     def list(self, api_version: str, plural: str, namespace: str | None,
              label_selector: str = "") -> list[dict[str, Any]]:
-        return []  # pods: the exit code is in the Job's condition message here
+        """Pods only (a row adds them with ``pod``); ``key=value`` selectors."""
+        self.lists.append((plural, label_selector))
+        key, _, value = label_selector.partition("=")
+        return [copy.deepcopy(o) for (p, n, _), o in self.objects.items()
+                if p == plural and n == namespace
+                and (not key or (o["metadata"].get("labels") or {}).get(key) == value)]
 
     def replace(self, manifest: dict[str, Any], plural: str) -> dict[str, Any]:
         self._check("replace", plural)
@@ -194,6 +200,17 @@ class FakeKube:
             "message": "" if ok else f"Container main failed with exit code {exit_code}",
             "lastTransitionTime": done}], **({"completionTime": done} if ok else {})}
         self._bump(job)
+
+    def pod(self, job: str, message: str, ns: str = "ns") -> None:
+        """The Job's pod, ended, its main container's termination message as a kubelet
+        writes it."""
+        self.objects[("pods", ns, f"{job}-pod")] = {
+            "metadata": {"name": f"{job}-pod", "namespace": ns,
+                         "creationTimestamp": fmt(self.clock()),
+                         "labels": {"batch.kubernetes.io/job-name": job}},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {"containerStatuses": [{"name": "main", "state": {"terminated": {
+                "exitCode": 1, "message": message}}}]}}
 
     def unsuspended(self, name: str, ns: str = "ns") -> bool:
         job = self.objects.get(("jobs", ns, name))

@@ -94,6 +94,24 @@ def late() -> dict[str, Any]:
     return obj
 
 
+def typed() -> dict[str, Any]:
+    """Typed parameters and run output (issue 17)."""
+    obj = copy.deepcopy(cleanup())
+    obj["spec"]["parameters"] = {"cleanup_level": "normal", "days": "7", "note": "nightly"}
+    obj["spec"]["parameterSchema"] = [
+        {"name": "cleanup_level", "type": "String", "enum": ["light", "normal", "deep"],
+         "description": "how hard to clean"},
+        {"name": "days", "type": "Integer", "minimum": 1, "maximum": 30, "required": True,
+         "description": "age of documents to remove"},
+        {"name": "since", "type": "Date"},
+    ]
+    failed = obj["status"]["runs"][2]
+    failed["output"] = "removing 120 documents\nERROR: database is read-only\n"
+    obj["status"]["runs"][0]["output"] = "removed 42 documents"
+    obj["status"]["lastRun"] = {**failed}
+    return obj
+
+
 def manual_only() -> dict[str, Any]:
     return {"metadata": {"name": "reindex", "namespace": "platform",
                          "creationTimestamp": "2026-11-22T11:59:15Z"},
@@ -119,6 +137,14 @@ def test_describe() -> None:
     golden("describe.txt", cliview.describe(cleanup(), cliview.recent_events(EVENTS), NOW,
                                             local=NEW_YORK))
     golden("describe-manual-only.txt", cliview.describe(manual_only(), [], NOW, local=UTC))
+
+
+def test_typed_parameters_and_output() -> None:
+    golden("describe-typed.txt", cliview.describe(typed(), [], NOW, local=UTC))
+    golden("history-wide.txt", cliview.history_table(typed(), NOW, wide=True))
+    assert cliview.one_line("a\n\n b \nc") == "a | b | c"
+    assert cliview.one_line("a\n" + "x" * 200 + "\nlast") == "..." + "x" * 90 + " | last"
+    assert len(cliview.one_line("x" * 200)) == 100 and cliview.one_line(None) == "-"
 
 
 def test_history_stats_overdue() -> None:
@@ -186,7 +212,8 @@ def test_completion_candidates() -> None:
         asked.append(ns)
         return ["cleanup", "report"]
 
-    assert clicomplete.candidates(parser, [""], names)[:3] == ["cancel", "completion", "describe"]
+    assert clicomplete.candidates(parser, [""], names)[:3] == [
+        "backfill", "cancel", "completion"]
     assert clicomplete.candidates(parser, ["-n", "ops", "de"], names) == ["describe"]
     assert clicomplete.candidates(parser, ["-n", "ops", "describe", "c"], names) == ["cleanup"]
     assert asked == ["ops"]

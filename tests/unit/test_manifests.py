@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from bgjob import manifests
@@ -108,3 +109,30 @@ def test_names_stay_within_limits_and_are_deterministic() -> None:
 
 def test_env_key_normalises() -> None:
     assert manifests.env_key("batch-size.v2") == "BGJOB_PARAM_BATCH_SIZE_V2"
+
+
+def test_containers_fall_back_to_their_log_as_termination_message_unless_set() -> None:
+    s = spec(template={"spec": {"template": {"spec": {"containers": [
+        {"name": "main", "image": "busybox"},
+        {"name": "side", "image": "busybox", "terminationMessagePolicy": "File"}]}}}})
+    pod = manifests.job_manifest(BJ, s, "j", "manual")["spec"]["template"]["spec"]
+    assert [c["terminationMessagePolicy"] for c in pod["containers"]] == [
+        "FallbackToLogsOnError", "File"]
+    assert s.schedule is not None
+    cj = manifests.cronjob_manifest(BJ, s, compile_schedule(s.schedule, "platform", "x"),
+                                    suspend=False)
+    tpl = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert tpl["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # Drift is judged by the spec hash of what we sent, not field by field: the CronJob as the
+    # API server returns it (its defaults filled in) is in line, so no update follows.
+    stored = copy.deepcopy(cj)
+    for c in stored["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]:
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+        c.setdefault("imagePullPolicy", "IfNotPresent")
+    assert manifests.cronjob_drift(cj, stored) == []
+    changed = spec(template={"spec": {"template": {"spec": {"containers": [
+        {"name": "main", "image": "busybox", "terminationMessagePolicy": "File"}]}}}})
+    assert changed.schedule is not None
+    want = manifests.cronjob_manifest(BJ, changed, compile_schedule(
+        changed.schedule, "platform", "x"), suspend=False)
+    assert manifests.cronjob_drift(want, stored) == ["spec.jobTemplate"]

@@ -238,3 +238,21 @@ def test_series_per_backgroundjob() -> None:
     m.record(KEY, first, later)
     assert len(ours()) == SERIES_PER_BACKGROUNDJOB
     assert not [n for n in ours() if n.endswith("_created")]
+
+
+def test_stale_gauge_follows_the_stale_condition_and_exists_only_with_freshness() -> None:
+    m = Metrics()
+    reg = m.registry
+    m.record(KEY, status(), status())  # freshness unset: no Stale condition, no series
+    assert value(reg, "bgjob_stale") is None
+    fresh = status(conditions=[cond("Stale", "False", "Fresh")])
+    m.record(KEY, status(), fresh)
+    assert value(reg, "bgjob_stale") == 0
+    stale = status(conditions=[cond("Stale", "True", "NoRecentSuccess")])
+    m.record(KEY, fresh, stale)
+    assert value(reg, "bgjob_stale") == 1
+    m.record(KEY, stale, status())  # freshness removed from the spec
+    assert value(reg, "bgjob_stale") is None
+    m.record(KEY, status(), stale)
+    m.forget(KEY)
+    assert value(reg, "bgjob_stale") is None

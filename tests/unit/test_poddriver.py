@@ -19,6 +19,7 @@ from poddriver import (
     Plan,
     backoff_delays,
     plan_for,
+    termination_message,
     transient,
 )
 
@@ -121,3 +122,21 @@ def test_an_unexpected_error_is_not_retried() -> None:
 def test_backoff_delays_are_bounded() -> None:
     delays = backoff_delays(1.0, 5.0)
     assert [next(delays) for _ in range(6)] == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+def test_termination_message_as_a_kubelet_writes_it() -> None:
+    written = pod({"sim.bgjob.dev/termination-message": "42 rows"})
+    assert termination_message(written, "main", plan_for(written)) == "42 rows"
+    by_param = pod(env={"BGJOB_PARAM_SIM_TERMINATION_MESSAGE": "from a parameter",
+                        "SIM_EXIT_CODE": "3"})
+    assert termination_message(by_param, "main", plan_for(by_param)) == "from a parameter"
+    failed = pod(env={"SIM_EXIT_CODE": "3"})
+    failed["metadata"]["name"] = "p"
+    failed["spec"]["containers"][0].update(command=["sh", "-c", "boom"])
+    assert termination_message(failed, "main", plan_for(failed)) is None  # policy File
+    failed["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    assert termination_message(failed, "main", plan_for(failed)) == (
+        "sim: p/main started (image ?)\nsim: $ sh -c boom\nsim: exit code 3\n")
+    ok = pod(env={"SIM_EXIT_CODE": "0"})
+    ok["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    assert termination_message(ok, "main", plan_for(ok)) is None  # only failures fall back

@@ -681,7 +681,236 @@ def expect_scheduled_queued_with_its_time(w: World) -> None:
     assert env["BGJOB_SCHEDULED_TIME"] == fmt(T0.replace(minute=7))
 
 
+# -- backfill ----------------------------------------------------------------------------------
+
+BF_RANGE = '{"from": "2026-11-18T00:00:00Z", "until": "2026-11-23T00:00:00Z"}'
+
+
+def backfill_jobs(w: World) -> list[dict[str, Any]]:
+    return [j for j in w.kube.jobs(NS, NAME)
+            if j["metadata"]["labels"][api.LABEL_TRIGGER] in ("backfill", "retry")]
+
+
+def five_day_backfill_with_a_restart(w: World) -> None:
+    w.settle()
+    w.annotate(backfill=BF_RANGE)
+    w.settle()
+    seen = []
+    for i in range(5):
+        running = [j for j in backfill_jobs(w)
+                   if not (j.get("status") or {}).get("conditions")]
+        assert len(running) == 1, [j["metadata"]["name"] for j in running]  # one at a time
+        seen.append(running[0]["metadata"]["name"])
+        if i == 2:
+            w.rec = Reconciler(w.kube, clock=w.clock)  # type: ignore[arg-type]  # a restart
+            w.settle()
+        w.kube.finish(running[0]["metadata"]["name"])
+        w.settle()
+    w.extra = seen  # type: ignore[attr-defined]
+
+
+def expect_five_runs_in_order_once(w: World) -> None:
+    seen = w.extra  # type: ignore[attr-defined]
+    assert len(set(seen)) == 5 and len(backfill_jobs(w)) <= 5
+    times = []
+    for name in seen:
+        job = w.kube.job(name)
+        if job is not None:
+            env = {e["name"]: e.get("value")
+                   for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+            times.append(env["BGJOB_SCHEDULED_TIME"])
+            assert env["BGJOB_TRIGGER"] == "backfill"
+    assert times == sorted(times) and all(t.endswith("T02:00:00Z") for t in times)
+    bf = w.status["backfill"]
+    assert (bf["total"], bf["started"], bf["succeeded"], bf["failed"]) == (5, 5, 5, 0)
+    assert bf["phase"] == "Completed" and "next" not in bf
+    assert w.reasons().count("BackfillStarted") == 1
+    assert w.reasons().count("BackfillCompleted") == 1
+    assert w.stats["runs"] == 5
+
+
+def backfill_of_too_many_times(w: World) -> None:
+    w.settle()
+    w.annotate(backfill='{"from": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}')
+    w.settle()
+
+
+def expect_invalid_until_removed(w: World) -> None:
+    assert backfill_jobs(w) == []
+    ready = w.condition("Ready")
+    assert ready["reason"] == "InvalidTrigger" and "bgjob.dev/backfill" in ready["message"]
+    assert "more than 1000 times" in ready["message"]
+    assert w.reasons().count("InvalidTrigger") == 1
+    bj = w.kube.bj()
+    del bj["metadata"]["annotations"]["bgjob.dev/backfill"]
+    w.kube._bump(bj)
+    w.settle()
+    assert w.condition("Ready")["status"] == "True"
+
+
+def backfill_cancelled_midway(w: World) -> None:
+    w.settle()
+    w.annotate(backfill=BF_RANGE)
+    w.settle()
+    [first] = backfill_jobs(w)
+    w.kube.finish(first["metadata"]["name"])
+    w.settle()
+    w.annotate(cancel="stop")
+    w.settle()
+
+
+def expect_stopped_after_two(w: World) -> None:
+    bf = w.status["backfill"]
+    assert bf["phase"] == "Cancelled" and bf["started"] == 2 and "next" not in bf
+    w.settle()
+    assert len(backfill_jobs(w)) == 2
+
+
+def backfill_run_fails_then_its_retry_fails(w: World) -> None:
+    w.settle()
+    w.annotate(backfill='{"from": "2026-11-22T00:00:00Z", "until": "2026-11-23T00:00:00Z"}')
+    w.settle()
+    [first] = backfill_jobs(w)
+    w.kube.finish(first["metadata"]["name"], ok=False)
+    w.settle()
+    w.at(120)
+    w.settle()
+    retry = [j for j in backfill_jobs(w) if j["metadata"]["name"].endswith("-r2")]
+    assert retry, [j["metadata"]["name"] for j in backfill_jobs(w)]
+    assert w.status["backfill"]["phase"] == "Running"  # its retry is still to come
+    w.kube.finish(retry[0]["metadata"]["name"], ok=False)
+    w.settle()
+
+
+def expect_one_failed_after_its_retry(w: World) -> None:
+    bf = w.status["backfill"]
+    assert (bf["started"], bf["succeeded"], bf["failed"], bf["phase"]) == (
+        1, 0, 1, "Completed")
+
+
 ENQ = {"concurrencyPolicy": "Enqueue"}
+
+
+# -- typed parameters (issue 17) ----------------------------------------------------------------
+
+DAYS = {"name": "days", "type": "Integer", "minimum": 1, "maximum": 30}
+
+
+def bad_default_over_a_working_schedule(w: World) -> None:
+    w.settle()
+    w.extra = copy.deepcopy(w.kube.objects[("cronjobs", NS, NAME)])  # type: ignore[attr-defined]
+    w.spec(parameters={"days": "0"})
+    w.settle()
+    run_now(w, "a")
+
+
+def expect_invalid_spec_and_the_cronjob_kept(w: World) -> None:
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"] == "spec.parameters.days: '0' is below the minimum 1"
+    assert w.reasons().count("InvalidSpec") == 1
+    cj = w.kube.objects[("cronjobs", NS, NAME)]
+    before = w.extra  # type: ignore[attr-defined]
+    assert cj["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert w.jobs() == []  # the run-now waits for a spec it can run
+    w.spec(parameters={"days": "3"})
+    w.settle()
+    assert w.condition("Ready")["status"] == "True" and w.jobs() == [manual("a")]
+
+
+def bad_override_on_a_run_now(w: World) -> None:
+    w.settle()
+    run_now(w, "a", days="forty")
+
+
+def expect_invalid_trigger_naming_the_parameter(w: World) -> None:
+    assert w.jobs() == [] and w.status.get("lastHandledRunNow") == "a"
+    ready = w.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidTrigger")
+    assert ready["message"] == ("metadata.annotations[bgjob.dev/run-parameters]: parameter "
+                                "days: 'forty' is not an Integer (like 42)")
+    assert w.reasons().count("InvalidTrigger") == 1
+    assert any("run-now 'a' not started" in m for _, r, m in w.kube.events
+               if r == "InvalidTrigger")
+    run_now(w, "b", days="30")  # a good override runs, and Ready is True again
+    assert w.jobs() == [manual("b")] and w.condition("Ready")["status"] == "True"
+    job = w.kube.job(manual("b"))
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]  # type: ignore[index]
+    assert {"name": "BGJOB_PARAM_DAYS", "value": "30"} in env
+
+
+def required_parameter_missing_on_a_manual_only_job(w: World) -> None:
+    run_now(w, "a")
+
+
+def expect_the_run_refused_not_the_spec(w: World) -> None:
+    assert w.jobs() == []
+    ready = w.condition("Ready")
+    assert (ready["reason"], ready["message"]) == (
+        "InvalidTrigger", "metadata.annotations[bgjob.dev/run-parameters]: parameter days: "
+        "required, and no value was given")
+    run_now(w, "b", days="1")
+    assert w.jobs() == [manual("b")]
+
+
+# -- run output (issue 17) -------------------------------------------------------------------
+
+def failed_run_with_a_termination_message(w: World) -> None:
+    run_now(w, "a")
+    w.kube.pod(manual("a"), "step 3 of 4\nERROR: bucket not found\n")
+    w.kube.finish(manual("a"), ok=False, exit_code=3)
+    w.kube.lists.clear()
+    w.settle()
+    w.at(60)
+    w.settle()
+
+
+def expect_output_in_runs_and_last_run_read_once(w: World) -> None:
+    want = "step 3 of 4\nERROR: bucket not found\n"
+    assert w.status["runs"][0]["output"] == want
+    assert w.status["lastRun"]["output"] == want
+    assert w.kube.lists == [("pods", f"batch.kubernetes.io/job-name={manual('a')}")]
+
+
+# -- freshness (issue 17) -----------------------------------------------------------------------
+
+FRESH_2H = {"freshness": {"maxAgeSinceSuccess": "2h"}}
+
+
+def never_succeeds_for_two_hours(w: World) -> None:
+    w.settle()
+    w.extra = [w.sync()]  # type: ignore[attr-defined]  # the wake-up asked for
+    w.kube.writes.clear()
+    w.at(3600)
+    w.settle()  # an hour later: nothing to write
+    w.extra.append(len(w.kube.writes))  # type: ignore[attr-defined]
+    w.at(2 * 3600 + 1)  # the wake-up: stale now
+    w.settle()
+
+
+def expect_stale_on_time_then_cleared_by_a_success(w: World) -> None:
+    wake, quiet_writes = w.extra  # type: ignore[attr-defined]
+    assert wake == pytest.approx(2 * 3600 + 1)  # wakes itself when it turns stale
+    assert quiet_writes == 0  # steady state: no write until then
+    stale = w.condition("Stale")
+    assert (stale["status"], stale["reason"]) == ("True", "NoRecentSuccess")
+    assert stale["message"].startswith("no run has succeeded since the creation at "
+                                       "2026-11-23T10:00:00Z, more than 2h ago")
+    assert w.reasons().count("Stale") == 1
+    assert [t for t, r, _ in w.kube.events if r == "Stale"] == ["Warning"]
+    w.at(3 * 3600)
+    w.settle()
+    assert w.reasons().count("Stale") == 1  # once, on the way into it
+    run_now(w, "ok")
+    w.kube.finish(manual("ok"))
+    w.settle()
+    fresh = w.condition("Stale")
+    assert (fresh["status"], fresh["reason"]) == ("False", "Fresh")
+    assert "stale after 2026-11-23T15:00:00Z" in fresh["message"]
+    assert w.sync() == pytest.approx(2 * 3600 + 1)  # the next wake-up: success + 2h
+    w.spec(freshness=None)
+    w.settle()
+    assert all(c["type"] != "Stale" for c in w.status["conditions"])
 
 
 CRON = {"schedule": {"cron": "0 * * * *"}}
@@ -772,6 +1001,37 @@ CASES = [
     Case("Enqueue, operator timing: a run due while another is active is queued with its "
          "scheduled time", {**EVERY7, **ENQ}, operator_timed_run_due_while_active,
          expect_scheduled_queued_with_its_time),
+    Case("a 5-day backfill: one run at a time, oldest first, historical BGJOB_SCHEDULED_TIME, "
+         "a restart midway runs no time twice, completed once",
+         {"schedule": {"daily": "02:00"}}, five_day_backfill_with_a_restart,
+         expect_five_runs_in_order_once),
+    Case("a backfill of more than 1000 times: InvalidTrigger naming the annotation, no run, "
+         "until the annotation is removed", {"schedule": {"every": "1h"}},
+         backfill_of_too_many_times, expect_invalid_until_removed),
+    Case("cancel stops a backfill midway: no further time starts",
+         {"schedule": {"daily": "02:00"}}, backfill_cancelled_midway,
+         expect_stopped_after_two),
+    Case("a backfill run fails and so does its retry: counted failed once, then completed",
+         {"schedule": {"daily": "02:00"}, **RETRY}, backfill_run_fails_then_its_retry_fails,
+         expect_one_failed_after_its_retry),
+    Case("a default the parameterSchema refuses: InvalidSpec naming spec.parameters.days "
+         "once, the CronJob untouched, no run until the spec is fixed",
+         {**CRON, "parameterSchema": [DAYS], "parameters": {"days": "7"}},
+         bad_default_over_a_working_schedule, expect_invalid_spec_and_the_cronjob_kept),
+    Case("a run-now override the parameterSchema refuses: InvalidTrigger naming the "
+         "parameter once, token handled, no Job",
+         {"parameterSchema": [DAYS], "parameters": {"days": "7"}},
+         bad_override_on_a_run_now, expect_invalid_trigger_naming_the_parameter),
+    Case("a required parameter without a default, no schedule: the spec is fine, a run-now "
+         "without the value is refused",
+         {"parameterSchema": [{**DAYS, "required": True}]},
+         required_parameter_missing_on_a_manual_only_job, expect_the_run_refused_not_the_spec),
+    Case("a failed run's termination message: runs[].output and lastRun.output, its pods read "
+         "once", {}, failed_run_with_a_termination_message,
+         expect_output_in_runs_and_last_run_read_once),
+    Case("freshness 2h, no success: Stale turns True at creation + 2h by its own wake-up "
+         "(no write before), one Warning event; a success clears it; unset removes it",
+         FRESH_2H, never_succeeds_for_two_hours, expect_stale_on_time_then_cleared_by_a_success),
 ]
 
 

@@ -214,6 +214,21 @@ def expect_retry_keeps_schedule_and_parameters(w: World) -> None:
     assert env_of(w, retry)["BGJOB_PARAM_LEVEL"] == "light"
 
 
+def backfill_over_a_skip_window(w: World) -> None:
+    w.settle()
+    w.annotate(backfill='{"from": "2026-11-23T05:00:00Z", "until": "2026-11-23T08:00:00Z"}')
+    w.settle()
+
+
+def expect_skipped_time_left_out(w: World) -> None:
+    bf = w.status["backfill"]
+    assert bf["total"] == 2, bf  # 05:00 and 07:00; 06:00 is in the skip window
+    started = [j["metadata"]["annotations"].get("bgjob.dev/scheduled-time")
+               for j in w.kube.jobs(NS, "bj")
+               if j["metadata"]["labels"][api.LABEL_TRIGGER] == "backfill"]
+    assert started == ["2026-11-23T05:00:00Z"], started
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 WINDOW_11 = {"windows": [{"from": "2026-11-23T11:00:00Z", "until": "2026-11-23T11:01:00Z"}]}
 
@@ -249,6 +264,10 @@ CASES = [
          "parameters", {"schedules": TWO["schedules"][:1], "retry": {
              "limit": 1, "backoff": {"initialDelaySeconds": 60, "jitter": 0}}},
          entry_run_fails, expect_retry_keeps_schedule_and_parameters),
+    Case("a backfill leaves out the due times the skip list names",
+         {"schedule": {"cron": "0 * * * *", "skip": {"windows": [
+             {"from": "2026-11-23T06:00:00Z", "until": "2026-11-23T06:30:00Z"}]}}},
+         backfill_over_a_skip_window, expect_skipped_time_left_out),
     Case("spec.schedule replaced by spec.schedules: the CronJob goes, the entry is "
          "operator-timed from then on", CRON, schedule_then_schedules,
          expect_cronjob_gone_and_entry_runs),

@@ -221,3 +221,22 @@ def test_the_model_refuses(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError) as err:
         BackgroundJobSpec.model_validate({"template": TEMPLATE, **spec})
     assert message in str(err.value)
+
+
+def test_typed_parameters_are_checked_per_schedule_entry() -> None:
+    from bgjob import params
+
+    def problem(*entries: dict[str, Any], defaults: dict[str, str] | None = None) -> str | None:
+        spec = BackgroundJobSpec.model_validate({
+            "template": TEMPLATE, "parameters": defaults or {},
+            "parameterSchema": [{"name": "n", "type": "Integer", "required": True}],
+            "schedules": [{"name": f"s{i}", "cron": "0 * * * *", **e}
+                          for i, e in enumerate(entries)]})
+        return params.spec_problem(spec)
+
+    assert problem({"parameters": {"n": "1"}}, {"parameters": {"n": "2"}}) is None
+    assert problem({}, defaults={"n": "3"}) is None
+    assert problem({"parameters": {"n": "1"}}, {"parameters": {"n": "x"}}) == (
+        "spec.schedules[1].parameters.n: 'x' is not an Integer (like 42)")
+    assert problem({}) == ("spec.schedules[0].parameters.n: required, but neither "
+                           "spec.parameters nor this schedule sets it")

@@ -143,3 +143,42 @@ def test_a_learnt_exit_code_survives_later_refreshes() -> None:
     failed["metadata"]["annotations"] = {}
     again = fold(first, [failed])
     assert again.runs[0].exit_code == 5 and again.stats.runs == 1
+
+
+def _pod(created: str, statuses: list[dict[str, Any]],
+         containers: tuple[str, ...] = ("main", "sidecar")) -> dict[str, Any]:
+    return {"metadata": {"creationTimestamp": created},
+            "spec": {"containers": [{"name": n} for n in containers]},
+            "status": {"containerStatuses": statuses}}
+
+
+def _term(name: str, message: str | None) -> dict[str, Any]:
+    term: dict[str, Any] = {"exitCode": 1}
+    if message is not None:
+        term["message"] = message
+    return {"name": name, "state": {"terminated": term}}
+
+
+def test_output_is_the_main_containers_termination_message_cut_at_1_kib() -> None:
+    # the main container is the template's first, wherever the kubelet lists its status
+    pod = _pod("2026-11-23T09:00:00Z", [_term("sidecar", "sidecar says"), _term("main", "done")])
+    assert st.output_of([pod]) == "done"
+    older = _pod("2026-11-23T08:00:00Z", [_term("main", "old")])
+    assert st.output_of([older, pod]) == "done"  # the newest pod
+    assert st.output_of([_pod("t", [_term("main", None)]), older]) == "old"
+    assert st.output_of([_pod("t", [_term("main", "  \n")])]) is None
+    assert st.output_of([]) is None
+    long = "é" * 600  # 1,200 bytes: cut at 1 KiB, never inside a character
+    cut = st.output_of([_pod("t", [_term("main", long)])])
+    assert cut is not None and len(cut.encode()) <= 1024 and cut == "é" * 512
+
+
+def test_a_learnt_output_is_recorded_and_survives_later_refreshes() -> None:
+    failed = job("f", "2026-11-23T09:00:00Z", "2026-11-23T09:01:00Z", ok=False,
+                 annotations={st.ANN_OUTPUT: "ERROR: disk full"})
+    first = fold(BackgroundJobStatus(), [failed])
+    assert first.runs[0].output == "ERROR: disk full"
+    assert first.last_run is not None and first.last_run.output == "ERROR: disk full"
+    failed["metadata"]["annotations"] = {}  # the next pass reads no pod
+    again = fold(first, [failed])
+    assert again.runs[0].output == "ERROR: disk full"
