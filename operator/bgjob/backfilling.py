@@ -57,6 +57,9 @@ def step_begin(ctx: Pass) -> None:
     ctx.new = ctx.new.model_copy(update={"last_handled_backfill": text})
     try:
         req = backfill.parse(text)
+        if ctx.compiled is None and ctx.spec.schedules:
+            raise BackfillError(f"{backfill.FIELD}: a backfill of spec.schedules (several "
+                                "schedules) is not supported yet; only of spec.schedule")
         if ctx.compiled is None:
             raise BackfillError(f"{backfill.FIELD}: the BackgroundJob has no schedule to "
                                 "backfill")
