@@ -263,7 +263,7 @@ class Reconciler:
         entry's last valid version in force (``status.schedules[].inForce``)."""
         assert ctx.spec is not None and ctx.spec.schedules
         created = st.parse_time(ctx.bj["metadata"].get("creationTimestamp")) or ctx.now
-        fresh = ctx.old.schedule is None and ctx.old.schedules is None
+        fresh = ctx.old.observed_generation is None  # the object's first pass
         for i, entry in enumerate(ctx.spec.schedules):
             sched: NamedSchedule = entry
             try:

@@ -229,6 +229,21 @@ def expect_skipped_time_left_out(w: World) -> None:
     assert started == ["2026-11-23T05:00:00Z"], started
 
 
+def manual_only_gains_schedules_later(w: World) -> None:
+    w.settle()
+    w.at(3 * 3600 + 5)
+    w.spec(schedules=[{"name": "hourly", "cron": "0 * * * *"}])
+    w.settle()
+    assert w.jobs() == [] and w.stats.get("missed", 0) == 0, (w.jobs(), w.stats)
+    w.at(4 * 3600)
+    w.settle()
+
+
+def expect_only_the_next_time_runs(w: World) -> None:
+    assert w.jobs() == [f"bj-hourly-{minutes(14)}"], w.jobs()
+    assert w.stats.get("missed", 0) == 0
+
+
 CRON = {"schedule": {"cron": "0 * * * *"}}
 WINDOW_11 = {"windows": [{"from": "2026-11-23T11:00:00Z", "until": "2026-11-23T11:01:00Z"}]}
 
@@ -268,6 +283,9 @@ CASES = [
          {"schedule": {"cron": "0 * * * *", "skip": {"windows": [
              {"from": "2026-11-23T06:00:00Z", "until": "2026-11-23T06:30:00Z"}]}}},
          backfill_over_a_skip_window, expect_skipped_time_left_out),
+    Case("a manual-only BackgroundJob gains spec.schedules hours after its creation: the past "
+         "is neither run nor missed", {}, manual_only_gains_schedules_later,
+         expect_only_the_next_time_runs),
     Case("spec.schedule replaced by spec.schedules: the CronJob goes, the entry is "
          "operator-timed from then on", CRON, schedule_then_schedules,
          expect_cronjob_gone_and_entry_runs),
