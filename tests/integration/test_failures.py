@@ -109,8 +109,10 @@ def test_timeout_is_deadline_exceeded_and_retried(cluster: Cluster, operator: Op
 
 def test_operator_killed_while_a_retry_is_pending_starts_it_exactly_once(
         cluster: Cluster, operator: Operator, namespace: str) -> None:
+    # 15 s: the operator must be stopped before the retry is due, also on a loaded machine
+    # (with 6 s, a slow SIGTERM stop on 2 busy cores sometimes let the retry start first).
     cluster.apply(manifest("pending", retry={"limit": 1, "backoff": {
-        "initialDelaySeconds": 6, "jitter": 0}}), namespace)
+        "initialDelaySeconds": 15, "jitter": 0}}), namespace)
     eventually(lambda: condition(cluster, "pending", namespace, "Ready"), 30, what="Ready")
     annotate(cluster, "pending", namespace, run_now="p", run_parameters=FAIL)
     pending = eventually(lambda: status(cluster, "pending", namespace).get("retry"), 30,
