@@ -821,6 +821,8 @@ class BackfillStatus(Model):
     failed: int = Field(default=0, description="failed runs (after their retries).")
     next: str | None = Field(default=None, description="next is the due time that starts "
                              "next; absent once every run has started.")
+    next_schedule: str | None = Field(default=None, description="nextSchedule is the "
+                                      "spec.schedules entry the next time belongs to.")
     completion_time: str | None = Field(default=None, description="completionTime is when "
                                         "the last run ended (or the backfill was cancelled).")
 

@@ -13,9 +13,9 @@ that many), never overlapping each other, under the same gate as every other run
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bgjob import manifests
@@ -63,35 +63,40 @@ def parse(text: str) -> Request:
     return Request(start, until, manifests.short_hash(text.strip(), 5))
 
 
-def due_times(between: Callable[[datetime, datetime, int], list[datetime]],
-              req: Request) -> list[datetime]:
+Due = tuple[datetime, str]  # a due time and the spec.schedules entry it belongs to ("")
+
+
+def due_times(between: Callable[[datetime, datetime, int], list[Due]],
+              req: Request) -> list[Due]:
     """The due times in [from, until), at most ``MAX_TIMES``; more is an error, not a cut.
-    ``between(since, until, limit)`` gives times in (since, until] with the skip rules
-    applied."""
-    times = between(req.start - timedelta(microseconds=1),
-                    req.until - timedelta(microseconds=1), MAX_TIMES + 1)
-    times = [t for t in times if req.start <= t < req.until]
+    ``between(since, until, limit)`` gives the times in [since, until), skip rules and active
+    windows applied, ascending."""
+    times = [d for d in between(req.start, req.until, MAX_TIMES + 1)
+             if req.start <= d[0] < req.until]
     if len(times) > MAX_TIMES:
         raise BackfillError(f"{FIELD}: the schedule fires more than {MAX_TIMES} times between "
                             f"{st.fmt(req.start)} and {st.fmt(req.until)}; split the range")
     return times
 
 
-def job_name(name: str, ident: str, due: datetime) -> str:
-    return manifests.fit_name(name, f"b{ident}-{int(due.timestamp() // 60)}")
+def job_name(name: str, ident: str, due: datetime, entry: str = "") -> str:
+    minutes = int(due.timestamp() // 60)
+    return manifests.fit_name(name, f"b{ident}-{entry}-{minutes}" if entry
+                              else f"b{ident}-{minutes}")
 
 
-def belongs(name: str, ident: str, root: str) -> bool:
+def belongs(name: str, ident: str, root: str, entries: Iterable[str] = ()) -> bool:
     """Whether a run whose first Job is ``root`` is one of this backfill's (its retries name
     their first Job in ``bgjob.dev/retry-of``). Recomputed, not matched by prefix: a long
     BackgroundJob name is cut differently for different suffixes."""
     head, _, minutes = root.rpartition("-")
     if not head or not minutes.isdigit():
         return False
-    return job_name(name, ident, datetime.fromtimestamp(int(minutes) * 60, UTC)) == root
+    due = datetime.fromtimestamp(int(minutes) * 60, UTC)
+    return any(job_name(name, ident, due, e) == root for e in ("", *entries))
 
 
-def after(times: list[datetime], due: datetime) -> datetime | None:
-    """The time that follows ``due`` in the backfill (None: it was the last)."""
-    later = [t for t in times if t > due]
-    return later[0] if later else None
+def following(times: list[Due], current: Due) -> Due | None:
+    """The due time after ``current`` (ties ordered by entry name); None: it was the last."""
+    later = [d for d in times if d > current]
+    return min(later) if later else None

@@ -4,16 +4,18 @@ No I/O: runs are started as ``CreateJob`` actions like every other run."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import json
+from datetime import datetime
 from typing import Any
 
-from bgjob import backfill, gate, manifests, retry, timing
+from bgjob import backfill, gate, manifests, retry, schedruns, timing
 from bgjob import status as st
 from bgjob.api import BackfillStatus, ConcurrencyPolicy, RunRecord
 from bgjob.backfill import BackfillError
 from bgjob.passctx import CreateJob, Pass, SpecProblem
 from bgjob.vocab import (
     ANN_BACKFILL,
+    ANN_PARAMETERS,
     ANN_RETRY_OF,
     EV_BACKFILL_COMPLETED,
     EV_BACKFILL_STARTED,
@@ -26,16 +28,19 @@ INVALID = "Invalid"
 
 
 def _between(ctx: Pass) -> Any:
-    """Due times of the schedule in force, in (since, until], skip rules and the active
-    window applied (``timing.due_times``, which takes [since, until))."""
-    compiled = ctx.compiled
-    assert compiled is not None
+    """Due times of the schedules in force in [since, until), skip rules and active windows
+    applied (``timing.due_times``), each with its spec.schedules entry ("" for
+    spec.schedule)."""
+    compiled = [e.compiled for e in schedruns.entries(ctx)]
 
-    def between(since: datetime, until: datetime, limit: int) -> list[datetime]:
-        tick = timedelta(microseconds=1)
-        return [t for t, _ in timing.due_times([compiled], since + tick, until + tick, limit)]
+    def between(since: datetime, until: datetime, limit: int) -> list[backfill.Due]:
+        return timing.due_times(compiled, since, until, limit)
 
     return between
+
+
+def _entries(ctx: Pass) -> list[str]:
+    return [e.name for e in schedruns.entries(ctx) if e.name]
 
 
 def _set(ctx: Pass, bf: BackfillStatus | None) -> None:
@@ -57,10 +62,7 @@ def step_begin(ctx: Pass) -> None:
     ctx.new = ctx.new.model_copy(update={"last_handled_backfill": text})
     try:
         req = backfill.parse(text)
-        if ctx.compiled is None and ctx.spec.schedules:
-            raise BackfillError(f"{backfill.FIELD}: a backfill of spec.schedules (several "
-                                "schedules) is not supported yet; only of spec.schedule")
-        if ctx.compiled is None:
+        if not schedruns.entries(ctx):
             raise BackfillError(f"{backfill.FIELD}: the BackgroundJob has no schedule to "
                                 "backfill")
         times = backfill.due_times(_between(ctx), req)
@@ -75,7 +77,8 @@ def step_begin(ctx: Pass) -> None:
                   f"{bf.started} of {bf.total} runs: a new backfill replaces it")
     new = BackfillStatus.model_validate({
         "from": st.fmt(req.start), "until": st.fmt(req.until), "id": req.ident,
-        "total": len(times), "next": st.fmt(times[0]) if times else None,
+        "total": len(times), "next": st.fmt(times[0][0]) if times else None,
+        "nextSchedule": times[0][1] or None if times else None,
         "phase": backfill.RUNNING if times else backfill.COMPLETED,
         "completionTime": None if times else st.fmt(ctx.now)})
     _set(ctx, new)
@@ -103,28 +106,37 @@ def _cap(ctx: Pass) -> int:
 def step_advance(ctx: Pass) -> None:
     """Start the next due times while the gate has room; complete once all have ended."""
     bf, spec = ctx.new.backfill, ctx.spec
+    entries = {e.name: e for e in schedruns.entries(ctx)}
     if bf is None or bf.phase != backfill.RUNNING or spec is None or not ctx.template_ok \
-            or ctx.compiled is None:
+            or not entries:
         return
     until = st.parse_time(bf.until)
     assert until is not None
+    names = _entries(ctx)
     while bf.next is not None:
         due = st.parse_time(bf.next)
         assert due is not None
-        name = backfill.job_name(ctx.name, bf.id, due)
+        entry = bf.next_schedule or ""
+        name = backfill.job_name(ctx.name, bf.id, due, entry)
         if name not in ctx.jobs:
-            mine = [j for j in ctx.active_jobs() if backfill.belongs(ctx.name, bf.id, _root(j))]
+            mine = [j for j in ctx.active_jobs()
+                    if backfill.belongs(ctx.name, bf.id, _root(j), names)]
             verdict = gate.decide(spec.concurrency_policy, spec.run_limit,
                                   len(ctx.active_jobs()), queued_ahead=ctx.queued_ahead(),
                                   queue_limit=spec.queue_limit)
             if len(mine) >= _cap(ctx) or verdict is not gate.Verdict.START:
                 break  # waits: the end of a run brings the next pass
-            manifest = manifests.job_manifest(ctx.bj, spec, name, "backfill", scheduled=due)
+            params = entries[entry].parameters if entry in entries else {}
+            manifest = manifests.job_manifest(
+                ctx.bj, spec, name, "backfill", scheduled=due, params=params or None,
+                extra_annotations={ANN_PARAMETERS: json.dumps(params, sort_keys=True)}
+                if params else None, schedule_name=entry or None)
             ctx.plan(CreateJob(manifest, f"backfill run due {bf.next}", _undo(bf)))
-        following = timing.times_between(ctx.compiled, due, until, 2)
-        following = [t for t in following if t < until]
+        times = _between(ctx)(due, until, len(entries) + 1)
+        nxt = backfill.following(times, (due, entry))
         bf = bf.model_copy(update={"started": bf.started + 1,
-                                   "next": st.fmt(following[0]) if following else None})
+                                   "next": st.fmt(nxt[0]) if nxt else None,
+                                   "next_schedule": (nxt[1] or None) if nxt else None})
         _set(ctx, bf)
     if bf.next is None and not _in_flight(ctx, bf):
         _set(ctx, bf.model_copy(update={"phase": backfill.COMPLETED,
@@ -141,10 +153,11 @@ def _undo(before: BackfillStatus) -> Any:
 
 def _in_flight(ctx: Pass, bf: BackfillStatus) -> bool:
     """A run of the backfill still active, or a retry of one pending or queued."""
-    return (any(backfill.belongs(ctx.name, bf.id, _root(j)) for j in ctx.active_jobs())
-            or any(backfill.belongs(ctx.name, bf.id, p.first_job or p.job)
+    names = _entries(ctx)
+    return (any(backfill.belongs(ctx.name, bf.id, _root(j), names) for j in ctx.active_jobs())
+            or any(backfill.belongs(ctx.name, bf.id, p.first_job or p.job, names)
                    for p in ctx.new.pending_retries)
-            or any(backfill.belongs(ctx.name, bf.id, q.first_job or q.job)
+            or any(backfill.belongs(ctx.name, bf.id, q.first_job or q.job, names)
                    for q in ctx.new.queued))
 
 
@@ -157,7 +170,7 @@ def count(ctx: Pass, fresh: list[RunRecord]) -> None:
     for rec in fresh:
         job = ctx.jobs.get(rec.job)
         root = _root(job) if job is not None else rec.job
-        if not backfill.belongs(ctx.name, bf.id, root):
+        if not backfill.belongs(ctx.name, bf.id, root, _entries(ctx)):
             continue
         if rec.result == st.SUCCEEDED:
             ok += 1
@@ -174,5 +187,6 @@ def cancel(ctx: Pass) -> bool:
     if bf is None or bf.phase != backfill.RUNNING:
         return False
     _set(ctx, bf.model_copy(update={"phase": backfill.CANCELLED, "next": None,
+                                    "next_schedule": None,
                                     "completion_time": st.fmt(ctx.now)}))
     return True

@@ -8,7 +8,6 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from datetime import datetime
 
 from pydantic import ValidationError
 
@@ -20,29 +19,33 @@ from bgjob.clisession import CliError, Session, _dump
 from bgjob.vocab import ANN_BACKFILL
 
 
-def _times(obj: dict[str, object], text: str) -> list[datetime]:
-    """The times the operator will run, judged by its rules before anything is written."""
+def _times(obj: dict[str, object], text: str) -> list[backfill.Due]:
+    """The times the operator will run (skip rules and active windows applied, each with its
+    spec.schedules entry), judged by its rules before anything is written."""
     meta = obj["metadata"]
     assert isinstance(meta, dict)
+    ns, name = str(meta.get("namespace") or ""), str(meta["name"])
     try:
         spec = BackgroundJobSpec.model_validate(obj.get("spec") or {})
     except ValidationError as exc:
-        raise CliError(f"{meta['name']}: the spec is not valid: {exc.errors()[0]['msg']}") \
-            from None
-    if spec.schedule is None:
-        raise CliError(f"{meta['name']} has no schedule to backfill")
+        raise CliError(f"{name}: the spec is not valid: {exc.errors()[0]['msg']}") from None
     try:
-        compiled = schedule.compile_schedule(spec.schedule, str(meta.get("namespace") or ""),
-                                             str(meta["name"]))
+        if spec.schedule is not None:
+            compiled = [schedule.compile_schedule(spec.schedule, ns, name)]
+        else:
+            compiled = [schedule.compile_schedule(e, ns, name, f"spec.schedules[{i}]", e.name)
+                        for i, e in enumerate(spec.schedules or [])]
     except schedule.ScheduleError as exc:
         raise CliError(str(exc)) from None
+    if not compiled:
+        raise CliError(f"{name} has no schedule to backfill")
     created = st.parse_time(str(meta.get("creationTimestamp") or ""))
     if created is not None:
-        compiled = replace(compiled, anchor=created)
+        compiled = [replace(c, anchor=created) for c in compiled]
     try:
         req = backfill.parse(text)
         return backfill.due_times(
-            lambda since, until, limit: timing.times_between(compiled, since, until, limit), req)
+            lambda since, until, limit: timing.due_times(compiled, since, until, limit), req)
     except backfill.BackfillError as exc:
         raise CliError(str(exc).replace(backfill.FIELD + ": ", "")) from None
 
@@ -63,13 +66,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     times = _times(obj, json.dumps(value))
     if args.dry_run:
         if args.output in ("json", "yaml"):
-            _dump({"from": start, "until": until, "times": [st.fmt(t) for t in times]},
+            _dump({"from": start, "until": until,
+                   "times": [{"time": st.fmt(t), **({"schedule": e} if e else {})}
+                             for t, e in times]},
                   args.output)
             return 0
         print(f"{len(times)} run(s) of {args.name} from {start} until {until} "
               "(dry run: nothing written):")
-        for t in times:
-            print(f"  {st.fmt(t)}")
+        for t, entry in times:
+            print(f"  {st.fmt(t)}" + (f"  ({entry})" if entry else ""))
         return 0
     value["token"] = new_token()  # the same range asked again is a new backfill
     s.patch(args.name, {"metadata": {"annotations": {

@@ -229,6 +229,36 @@ def expect_skipped_time_left_out(w: World) -> None:
     assert started == ["2026-11-23T05:00:00Z"], started
 
 
+def backfill_over_two_schedules(w: World) -> None:
+    w.settle()
+    w.annotate(backfill='{"from": "2026-11-23T04:00:00Z", "until": "2026-11-23T07:00:00Z"}')
+    w.settle()
+    for _ in range(6):  # one at a time: finish whatever runs, until all have run
+        running = [j["metadata"]["name"] for j in w.kube.jobs(NS, "bj")
+                   if not (j.get("status") or {}).get("conditions")]
+        assert len(running) <= 1, running
+        for name in running:
+            w.kube.finish(name)
+        w.settle()
+
+
+def expect_each_entry_time_once_with_its_parameters(w: World) -> None:
+    bf = w.status["backfill"]
+    # hourly at 04, 05, 06 and even at 04, 06: five runs, ties in entry-name order
+    assert (bf["total"], bf["started"], bf["succeeded"], bf["phase"]) == (
+        5, 5, 5, "Completed"), bf
+    made = sorted((j["metadata"]["annotations"]["bgjob.dev/scheduled-time"],
+                   j["metadata"]["labels"]["bgjob.dev/schedule"],
+                   env_of(w, j["metadata"]["name"])["BGJOB_PARAM_LEVEL"])
+                  for j in w.kube.jobs(NS, "bj")
+                  if j["metadata"]["labels"][api.LABEL_TRIGGER] == "backfill")
+    assert made == [("2026-11-23T04:00:00Z", "even", "full"),
+                    ("2026-11-23T04:00:00Z", "hourly", "light"),
+                    ("2026-11-23T05:00:00Z", "hourly", "light"),
+                    ("2026-11-23T06:00:00Z", "even", "full"),
+                    ("2026-11-23T06:00:00Z", "hourly", "light")], made
+
+
 def manual_only_gains_schedules_later(w: World) -> None:
     w.settle()
     w.at(3 * 3600 + 5)
@@ -283,6 +313,9 @@ CASES = [
          {"schedule": {"cron": "0 * * * *", "skip": {"windows": [
              {"from": "2026-11-23T06:00:00Z", "until": "2026-11-23T06:30:00Z"}]}}},
          backfill_over_a_skip_window, expect_skipped_time_left_out),
+    Case("a backfill of two schedules: each entry's times once, one at a time, with the "
+         "entry's label and parameters", {**TWO, "history": {"successfulJobs": 10}},
+         backfill_over_two_schedules, expect_each_entry_time_once_with_its_parameters),
     Case("a manual-only BackgroundJob gains spec.schedules hours after its creation: the past "
          "is neither run nor missed", {}, manual_only_gains_schedules_later,
          expect_only_the_next_time_runs),
