@@ -1,0 +1,383 @@
+"""A real node for the local control plane: containerd, runc and a kubelet on 127.0.0.1.
+
+The pod driver stays the fast path for the integration suite; this node is the shipping proof
+(the image built here, the chart's Deployment as a real pod, Jobs as real containers).
+
+What it takes from the machine, and how it gives it back:
+- containerd and the kubelet run in a private mount namespace of their own (``unshare``) with
+  tmpfs over ``/run/netns`` and ``/run/containerd``: every overlay, volume and network-namespace
+  mount lives and dies there, so even a SIGKILLed test run leaves no mount behind.
+- pods' cgroups go under ``cgroupRoot`` (``/bgjob-node``) and containerd's shims carry this
+  node's socket in their command line: leftovers of an earlier run are found by those two
+  marks and killed before a new node starts (and on exit, from atexit and signal handlers).
+- the pod network is a CNI ``bridge`` (``bgjob0``) with no address on the host side, no gateway
+  and no masquerade: pods have no route off the machine. The bridge is deleted on exit.
+- the kubelet, its healthz and containerd's stream server listen on 127.0.0.1; containerd's API
+  is a unix socket. Only one real node runs on a machine at a time (a lock file says so).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import localcluster
+
+NODE_NAME = "bgjob-node"
+BRIDGE = "bgjob0"
+POD_CIDR = "10.244.0.0/24"
+CGROUP_ROOT = "bgjob-node"
+STATE = Path("/run/bgjob-node")  # short: unix socket paths are limited to 108 bytes
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+CNI_BIN = Path("/usr/lib/cni")
+PACKAGES = "containerd runc containernetworking-plugins buildah podman mmdebstrap busybox-static"
+
+
+def missing() -> str | None:
+    """Why this machine cannot run a real node, or None. CI is root; anyone else is told what
+    to install (the e2e suite fails with this text rather than skipping)."""
+    if os.geteuid() != 0:
+        return ("the real node needs root (containerd, runc, mounts, a bridge); run the e2e "
+                f"suite as root, with these Debian packages installed: {PACKAGES}")
+    tools = ["containerd", "runc", "ctr", "unshare", "nsenter", "ip", "buildah", "podman",
+             "mmdebstrap", "gcc"]
+    absent = [t for t in tools if shutil.which(t) is None]
+    if not (CNI_BIN / "bridge").exists():
+        absent.append(f"{CNI_BIN}/bridge")
+    if not Path("/bin/busybox").exists():
+        absent.append("/bin/busybox")
+    if absent:
+        return (f"missing {', '.join(absent)}; as root: apt-get install -y {PACKAGES} "
+                "(hack/setup.sh does this when run as root)")
+    return None
+
+
+def build_node_binaries() -> Path:
+    """kubelet and kube-scheduler from the pinned k8s.io/kubernetes module, cached by version."""
+    out = subprocess.run(["bash", str(localcluster.HERE / "build.sh"), "node"], check=True,
+                         stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _kill_pids(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _cgroup_dirs() -> list[Path]:
+    base = Path("/sys/fs/cgroup")
+    found = [p for p in base.glob(f"*/{CGROUP_ROOT}") if p.is_dir()]
+    if (base / CGROUP_ROOT).is_dir():  # cgroup v2 unified
+        found.append(base / CGROUP_ROOT)
+    return found
+
+
+def _our_processes(socket: Path) -> set[int]:
+    """Shims serving this node's containerd, and everything in the node's cgroups."""
+    pids: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            if cmd and b"containerd-shim" in cmd[0] and str(socket).encode() in cmd:
+                pids.add(int(proc.name))
+    for top in _cgroup_dirs():
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                pids.update(int(x) for x in procs.read_text().split())
+    pids.discard(os.getpid())
+    return pids
+
+
+def cleanup(state: Path = STATE) -> None:
+    """Remove what a node (this one, or an earlier run that was killed) left: its processes,
+    its cgroups, its bridge, its state. Mounts need nothing: their namespace dies with the
+    last process in it."""
+    socket = state / "containerd.sock"
+    for pidfile in state.glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            _kill_pids({int(pidfile.read_text())})
+    for _ in range(50):
+        pids = _our_processes(socket)
+        if not pids:
+            break
+        _kill_pids(pids)
+        time.sleep(0.1)
+    for top in _cgroup_dirs():
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+    if state.exists():
+        for child in state.iterdir():
+            if child.name != "lock":
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+
+@dataclass
+class RealNode:
+    """One kubelet with containerd, registered with ``cluster`` as ``bgjob-node``."""
+
+    cluster: localcluster.LocalCluster
+    images: list[Path] = field(default_factory=list)  # docker-archive tarballs to import
+    state: Path = STATE
+    bin_dir: Path = field(default_factory=build_node_binaries)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    start_seconds: float = 0.0
+    _lock: IO[str] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.state / "containerd.sock"
+
+    def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ctr", "--address", str(self.socket), "-n", "k8s.io", *args],
+                              check=True, capture_output=True, text=True)
+
+    def start(self) -> RealNode:
+        why = missing()
+        if why:
+            raise RuntimeError(f"real node: {why}")
+        started = time.monotonic()
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.state / "lock", "w")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"real node: another one runs on this machine ({self.state})") from None
+        cleanup(self.state)
+        atexit.register(self.stop)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, self._on_signal)
+        self._write_configs()
+        self._start_containerd()
+        for image in self.images:
+            self.ctr("images", "import", str(image))
+        self._start_kubelet()
+        self._start_scheduler()
+        self._register()
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stop()
+        raise SystemExit(128 + signum)
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        self.cluster.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.cluster.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL,
+                                preexec_fn=localcluster._die_with_parent)
+        log.close()
+        (self.state / f"{name}.pid").write_text(str(proc.pid))
+        self.procs.append((name, proc))
+        return proc
+
+    def _write_configs(self) -> None:
+        s = self.state
+        (s / "net.d").mkdir(parents=True, exist_ok=True)
+        (s / "net.d" / "10-bgjob.conflist").write_text(json.dumps({
+            "cniVersion": "1.0.0", "name": "bgjob",
+            "plugins": [
+                {"type": "bridge", "bridge": BRIDGE, "isGateway": False, "isDefaultGateway": False,
+                 "ipMasq": False, "hairpinMode": False,
+                 "ipam": {"type": "host-local", "dataDir": str(s / "ipam"),
+                          "ranges": [[{"subnet": POD_CIDR}]]}},
+                {"type": "loopback"},
+            ],
+        }, indent=1))
+        (s / "containerd.toml").write_text(f"""version = 2
+root = "{s}/containerd/root"
+state = "{s}/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{self.socket}"
+[ttrpc]
+  address = "{self.socket}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{s}/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{s}/net.d"
+""")
+        # Nothing to resolve names off the machine: pods get an empty resolver list.
+        (s / "resolv.conf").write_text("options ndots:1\n")
+        pki = self.cluster.pki
+        self.kubelet_port = localcluster.free_port()
+        self.healthz_port = localcluster.free_port()
+        (s / "kubelet.yaml").write_text(f"""apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: {self.kubelet_port}
+healthzBindAddress: 127.0.0.1
+healthzPort: {self.healthz_port}
+readOnlyPort: 0
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: true}}
+  x509: {{clientCAFile: {pki / 'ca.crt'}}}
+authorization: {{mode: Webhook}}
+containerRuntimeEndpoint: unix://{self.socket}
+cgroupDriver: cgroupfs
+cgroupRoot: /{CGROUP_ROOT}
+failCgroupV1: false
+failSwapOn: false
+resolvConf: {s / 'resolv.conf'}
+evictionHard: {{memory.available: 50Mi, nodefs.available: 1%, imagefs.available: 1%,
+  nodefs.inodesFree: 1%}}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+maxPods: 50
+""")
+
+    def _start_containerd(self) -> None:
+        # One mount namespace for containerd, its shims and the kubelet (they must share mounts):
+        # tmpfs over the paths containerd and CNI use outside its root, so nothing is left there.
+        script = ("mount --make-rprivate / && mkdir -p /run/netns /run/containerd"
+                  " && mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/containerd"
+                  f' && exec containerd --config "{self.state}/containerd.toml"')
+        proc = self._spawn("containerd", ["unshare", "--mount", "--", "sh", "-c", script])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"containerd exited:\n{self._tail('containerd')}")
+            if self.socket.exists() and subprocess.run(
+                    ["ctr", "--address", str(self.socket), "version"],
+                    capture_output=True, check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"containerd not ready:\n{self._tail('containerd')}")
+
+    def _tail(self, name: str) -> str:
+        return (self.cluster.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def _make_cgroup_root(self) -> None:
+        """The kubelet wants cgroupRoot to exist in every hierarchy (cgroup v1 here)."""
+        for hier in Path("/sys/fs/cgroup").iterdir():
+            if hier.is_dir() and not hier.is_symlink() and (hier / "cgroup.procs").exists():
+                ours = hier / CGROUP_ROOT
+                ours.mkdir(exist_ok=True)
+                for knob in ("cpuset.cpus", "cpuset.mems"):  # empty until copied from above
+                    if (hier / knob).exists() and not (ours / knob).read_text().strip():
+                        (ours / knob).write_text((hier / knob).read_text())
+
+    def _start_kubelet(self) -> None:
+        self._make_cgroup_root()
+        containerd = dict(self.procs)["containerd"]
+        self._spawn("kubelet", [
+            "nsenter", f"--mount=/proc/{containerd.pid}/ns/mnt", "--",
+            str(self.bin_dir / "kubelet"),
+            f"--config={self.state / 'kubelet.yaml'}",
+            f"--kubeconfig={self.cluster.kubeconfig}",
+            f"--root-dir={self.state / 'kubelet'}",
+            f"--cert-dir={self.state / 'kubelet-pki'}",
+            f"--hostname-override={NODE_NAME}", "--v=1",
+        ])
+
+    def _start_scheduler(self) -> None:
+        port = localcluster.free_port()
+        kubeconfig = str(self.cluster.kubeconfig)
+        self._spawn("kube-scheduler", [
+            str(self.bin_dir / "kube-scheduler"), f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false",
+            "--v=1",
+        ])
+
+    def _register(self) -> None:
+        """Wait for the node, then give it what this plane lacks: the kubelet refuses a
+        loopback --node-ip and finds no other address (so no logs or exec without one), and
+        no node-lifecycle controller runs to lift the not-ready taint."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
+                                       f"{self._tail(name)}")
+            node = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
+            if node.returncode == 0:
+                break
+            time.sleep(0.3)
+        else:
+            raise TimeoutError(f"node did not register:\n{self._tail('kubelet')}")
+        self.cluster.kubectl("patch", "node", NODE_NAME, "--subresource=status", "--type=merge",
+                             "-p", json.dumps({"status": {"addresses": [
+                                 {"type": "InternalIP", "address": "127.0.0.1"}]}}))
+        while time.monotonic() < deadline:
+            node_doc = json.loads(self.cluster.kubectl("get", "node", NODE_NAME,
+                                                       "-o", "json").stdout)
+            taints = node_doc["spec"].get("taints") or []
+            ready = any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in node_doc["status"].get("conditions") or [])
+            if ready:
+                if taints:
+                    self.cluster.kubectl("patch", "node", NODE_NAME, "--type=json", "-p",
+                                         '[{"op":"remove","path":"/spec/taints"}]', check=False)
+                    continue
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"node not Ready:\n{self._tail('kubelet')}")
+
+    def stop(self) -> None:
+        """Kubelet first (it would restart what containerd stops), then everything else."""
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        cleanup(self.state)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+@contextlib.contextmanager
+def running(cluster: localcluster.LocalCluster, images: list[Path]) -> Iterator[RealNode]:
+    node = RealNode(cluster=cluster, images=images)
+    try:
+        yield node.start()
+    finally:
+        node.stop()
