@@ -6,6 +6,8 @@
 #                                    `ctr images import` (default .local/image/bgjob-operator.tar)
 #   hack/image.sh node-images DIR    the real node's pause image and a busybox image for the
 #                                    examples, FROM scratch, as DIR/pause.tar and DIR/busybox.tar
+#   hack/image.sh retag SRC DST OUT.tar  DST: SRC with one more label (a changed image for the
+#                                    upgrade test: same files, another image ID)
 #
 # Env: IMAGE (default localhost/bgjob/bgjob-operator:dev), BASE_IMAGE (default: the local
 # Debian base below; set python:3.12-slim where a registry is reachable).
@@ -88,6 +90,15 @@ local_base() {
   podman import --quiet --change 'CMD ["python3"]' "$tar" "$LOCAL_BASE" >/dev/null
   rm -f "$tar"
 }
+
+if [ "${1:-}" = retag ]; then
+  ctr=$(buildah from --pull=never "$2")
+  buildah config --label "dev.bgjob.rebuilt=$(date +%s%N)" "$ctr"
+  buildah commit --quiet --rm "$ctr" "$3" >/dev/null
+  rm -f "$4"
+  buildah push --quiet "$3" "docker-archive:$4:$3"
+  exit 0
+fi
 
 if [ "${1:-}" = node-images ]; then
   node_images "${2:?usage: hack/image.sh node-images DIR}"

@@ -25,8 +25,10 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,11 @@ from typing import IO
 
 import localcluster
 
-NODE_NAME = "bgjob-node"
+# The kubelet refuses a loopback --node-ip, looks its node name up in DNS and otherwise takes
+# the address of the default route's interface (so hostNetwork pods and probes would use the
+# machine's outside address). A --hostname-override that is an IP is taken as the node's
+# address as it is: the node is named 127.0.0.1, and nothing is looked up.
+NODE_NAME = "127.0.0.1"
 BRIDGE = "bgjob0"
 POD_CIDR = "10.244.0.0/24"
 CGROUP_ROOT = "bgjob-node"
@@ -134,7 +140,7 @@ def cleanup(state: Path = STATE) -> None:
 
 @dataclass
 class RealNode:
-    """One kubelet with containerd, registered with ``cluster`` as ``bgjob-node``."""
+    """One kubelet with containerd, registered with ``cluster`` as node ``127.0.0.1``."""
 
     cluster: localcluster.LocalCluster
     images: list[Path] = field(default_factory=list)  # docker-archive tarballs to import
@@ -142,6 +148,8 @@ class RealNode:
     bin_dir: Path = field(default_factory=build_node_binaries)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     start_seconds: float = 0.0
+    kubelet_port: int = 0
+    healthz_port: int = 0
     _lock: IO[str] | None = None
 
     @property
@@ -151,6 +159,18 @@ class RealNode:
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ctr", "--address", str(self.socket), "-n", "k8s.io", *args],
                               check=True, capture_output=True, text=True)
+
+    def kubelet_get(self, path: str) -> str:
+        """GET from the kubelet's own port as the admin (the API server's node proxy refuses
+        loopback addresses). Its serving certificate is self-signed; it is 127.0.0.1."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        pki = self.cluster.pki
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        url = f"https://127.0.0.1:{self.kubelet_port}{path}"
+        with urllib.request.urlopen(url, timeout=10, context=ctx) as resp:
+            return str(resp.read().decode())
 
     def start(self) -> RealNode:
         why = missing()
@@ -323,27 +343,19 @@ maxPods: 50
         ])
 
     def _register(self) -> None:
-        """Wait for the node, then give it what this plane lacks: the kubelet refuses a
-        loopback --node-ip and finds no other address (so no logs or exec without one), and
-        no node-lifecycle controller runs to lift the not-ready taint."""
+        """Wait for the node, then lift the not-ready taint it registered with: no
+        node-lifecycle controller runs in this plane to do it."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             for name, proc in self.procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
                                        f"{self._tail(name)}")
-            node = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
-            if node.returncode == 0:
-                break
-            time.sleep(0.3)
-        else:
-            raise TimeoutError(f"node did not register:\n{self._tail('kubelet')}")
-        self.cluster.kubectl("patch", "node", NODE_NAME, "--subresource=status", "--type=merge",
-                             "-p", json.dumps({"status": {"addresses": [
-                                 {"type": "InternalIP", "address": "127.0.0.1"}]}}))
-        while time.monotonic() < deadline:
-            node_doc = json.loads(self.cluster.kubectl("get", "node", NODE_NAME,
-                                                       "-o", "json").stdout)
+            got = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
+            if got.returncode != 0:
+                time.sleep(0.3)
+                continue
+            node_doc = json.loads(got.stdout)
             taints = node_doc["spec"].get("taints") or []
             ready = any(c["type"] == "Ready" and c["status"] == "True"
                         for c in node_doc["status"].get("conditions") or [])
