@@ -69,7 +69,7 @@ class RealCluster(Cluster):
 
     def plugin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run([str(ROOT / ".venv" / "bin" / "kubectl-bgjob"), *args],
-                             capture_output=True, text=True, env=self.env())
+                             capture_output=True, text=True, env=self.env(), timeout=180)
         assert not check or res.returncode == 0, f"bgjob {' '.join(args)}: {res.stderr}"
         return res
 
