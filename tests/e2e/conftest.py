@@ -11,6 +11,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ class RealCluster(Cluster):
         parts = [self.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout,
                  self.kubectl("-n", RELEASE_NS, "describe", "pods", check=False).stdout[-4000:]]
         for pod in self.operator_pods():
-            name = str(pod["metadata"]["name"])  # type: ignore[index]
+            name = str(pod["metadata"]["name"])
             for previous in ("--previous=false", "--previous=true"):
                 parts.append(self.kubectl("-n", RELEASE_NS, "logs", name, previous,
                                           "--tail=40", check=False).stdout)
@@ -73,7 +74,7 @@ class RealCluster(Cluster):
         assert not check or res.returncode == 0, f"bgjob {' '.join(args)}: {res.stderr}"
         return res
 
-    def operator_pods(self) -> list[dict[str, object]]:
+    def operator_pods(self) -> list[dict[str, Any]]:
         return [p for p in self.items("pods", RELEASE_NS, POD_SELECTOR)
                 if not p["metadata"].get("deletionTimestamp")]
 
