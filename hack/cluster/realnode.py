@@ -5,8 +5,11 @@ The pod driver stays the fast path for the integration suite; this node is the s
 
 What it takes from the machine, and how it gives it back:
 - containerd and the kubelet run in a private mount namespace of their own (``unshare``) with
-  tmpfs over ``/run/netns`` and ``/run/containerd``: every overlay, volume and network-namespace
-  mount lives and dies there, so even a SIGKILLed test run leaves no mount behind.
+  tmpfs over the fixed paths they use outside their roots (``/run/netns``, ``/run/containerd``,
+  ``/var/lib/cni``, ``/var/log/pods``, ``/var/log/containers``, ``/var/lib/kubelet``): every
+  overlay, volume and network-namespace mount, pod log and cache lives and dies there, so even a
+  SIGKILLed test run leaves no mount or file behind.
+- the kubelet makes no iptables chains (``makeIPTablesUtilChains: false``).
 - pods' cgroups go under ``cgroupRoot`` (``/bgjob-node``) and containerd's shims carry this
   node's socket in their command line: leftovers of an earlier run are found by those two
   marks and killed before a new node starts (and on exit, from atexit and signal handlers).
@@ -45,8 +48,15 @@ BRIDGE = "bgjob0"
 POD_CIDR = "10.244.0.0/24"
 CGROUP_ROOT = "bgjob-node"
 STATE = Path("/run/bgjob-node")  # short: unix socket paths are limited to 108 bytes
+DATA = Path("/var/tmp/bgjob-node")  # images and pod volumes: on disk, /run may be a small tmpfs
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 CNI_BIN = Path("/usr/lib/cni")
+# Fixed paths of containerd, CNI and the kubelet outside their configured roots (network
+# namespaces, shim sockets, CNI's result cache, pod logs and their links, the device-plugin
+# socket): each gets a tmpfs in the node's own mount namespace.
+SHARED_DIRS = tuple(Path(p) for p in ("/run/netns", "/run/containerd", "/var/lib/cni",
+                                      "/var/log/pods", "/var/log/containers",
+                                      "/var/lib/kubelet"))
 PACKAGES = "containerd runc containernetworking-plugins buildah podman mmdebstrap busybox-static"
 
 
@@ -110,7 +120,7 @@ def _our_processes(socket: Path) -> set[int]:
 
 def cleanup(state: Path = STATE) -> None:
     """Remove what a node (this one, or an earlier run that was killed) left: its processes,
-    its cgroups, its bridge, its state. Mounts need nothing: their namespace dies with the
+    its cgroups, its bridge, its state and data. Mounts need nothing: their namespace dies with the
     last process in it."""
     socket = state / "containerd.sock"
     for pidfile in state.glob("*.pid"):
@@ -129,6 +139,11 @@ def cleanup(state: Path = STATE) -> None:
         with contextlib.suppress(OSError):
             top.rmdir()
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+    for shared in SHARED_DIRS:
+        if (state / f"created{str(shared).replace('/', '-')}").exists():
+            with contextlib.suppress(OSError):
+                shared.rmdir()  # only when empty: nobody else used it meanwhile
+    shutil.rmtree(DATA, ignore_errors=True)
     if state.exists():
         for child in state.iterdir():
             if child.name != "lock":
@@ -228,7 +243,7 @@ class RealNode:
             ],
         }, indent=1))
         (s / "containerd.toml").write_text(f"""version = 2
-root = "{s}/containerd/root"
+root = "{DATA}/containerd/root"
 state = "{s}/containerd/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
@@ -238,7 +253,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [ttrpc]
   address = "{self.socket}.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{s}/containerd/opt"
+  path = "{DATA}/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   stream_server_address = "127.0.0.1"
@@ -283,15 +298,20 @@ evictionHard: {{memory.available: 50Mi, nodefs.available: 1%, imagefs.available:
   nodefs.inodesFree: 1%}}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+makeIPTablesUtilChains: false
 serializeImagePulls: false
 maxPods: 50
 """)
 
     def _start_containerd(self) -> None:
+        for shared in SHARED_DIRS:  # mount points for the tmpfs below; removed again if ours
+            if not shared.exists():
+                shared.mkdir(parents=True)
+                (self.state / f"created{str(shared).replace('/', '-')}").touch()
         # One mount namespace for containerd, its shims and the kubelet (they must share mounts):
         # tmpfs over the paths containerd and CNI use outside its root, so nothing is left there.
-        script = ("mount --make-rprivate / && mkdir -p /run/netns /run/containerd"
-                  " && mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/containerd"
+        mounts = "".join(f" && mount -t tmpfs tmpfs {d}" for d in SHARED_DIRS)
+        script = (f"mount --make-rprivate /{mounts}"
                   f' && exec containerd --config "{self.state}/containerd.toml"')
         proc = self._spawn("containerd", ["unshare", "--mount", "--", "sh", "-c", script])
         deadline = time.monotonic() + 30
@@ -310,7 +330,9 @@ maxPods: 50
 
     def _make_cgroup_root(self) -> None:
         """The kubelet wants cgroupRoot to exist in every hierarchy (cgroup v1 here)."""
-        for hier in Path("/sys/fs/cgroup").iterdir():
+        base = Path("/sys/fs/cgroup")
+        unified = (base / "cgroup.controllers").exists()  # cgroup v2 only: one hierarchy
+        for hier in [base] if unified else list(base.iterdir()):
             if hier.is_dir() and not hier.is_symlink() and (hier / "cgroup.procs").exists():
                 ours = hier / CGROUP_ROOT
                 ours.mkdir(exist_ok=True)
@@ -326,7 +348,7 @@ maxPods: 50
             str(self.bin_dir / "kubelet"),
             f"--config={self.state / 'kubelet.yaml'}",
             f"--kubeconfig={self.cluster.kubeconfig}",
-            f"--root-dir={self.state / 'kubelet'}",
+            f"--root-dir={DATA / 'kubelet'}",
             f"--cert-dir={self.state / 'kubelet-pki'}",
             f"--hostname-override={NODE_NAME}", "--v=1",
         ])
@@ -382,6 +404,9 @@ maxPods: 50
         self.procs.clear()
         cleanup(self.state)
         if self._lock is not None:
+            (self.state / "lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.state.rmdir()
             self._lock.close()
             self._lock = None
 

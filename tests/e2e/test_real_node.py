@@ -88,8 +88,11 @@ def test_the_operator_pod_is_ready_with_no_restarts_under_the_charts_security_co
     assert inside["root"] == "EROFS"
     logs = release.kubectl("-n", RELEASE_NS, "logs", name).stdout
     assert "Traceback" not in logs and "KeyError" not in logs, logs[-2000:]
-    # kopf's own session reaches the API server too (it once dialled kubernetes.default.svc)
-    assert "Request attempt" not in logs, logs[-2000:]
+    # kopf's own session talks to the same API server as the rest (it once dialled
+    # kubernetes.default.svc, which nothing here resolves); a retried 429 at start is fine
+    server = f"https://127.0.0.1:{release.lc.api_port}/"
+    for line in logs.splitlines():
+        assert "Request attempt" not in line or server in line, line
     time.sleep(12)  # past the liveness probe's initial delay: still no restart
     assert _restarts(_pod(release)) == 0
 
@@ -116,7 +119,9 @@ def test_liveness_and_readiness_probes_really_probe(release: RealCluster) -> Non
 
     first = eventually(lambda: probed({}), 60, what="probe counts")
     later = eventually(lambda: probed(first), 60, what="more probes")
-    assert not any(k.endswith("/failed") and v for k, v in later.items()), later
+    # once Ready it stayed Ready, and liveness never failed
+    assert later.get("Readiness/failed", 0) == first.get("Readiness/failed", 0), later
+    assert not later.get("Liveness/failed"), later
     # the ports the kubelet probes are the operator's own, on 127.0.0.1 of the node
     for port, path in ((release.health_port, "/readyz"), (release.health_port, "/healthz"),
                        (release.metrics_port, "/metrics")):
