@@ -38,19 +38,16 @@ from pathlib import Path
 from typing import IO
 
 import localcluster
+import nodeconfig
+from nodeconfig import BRIDGE, CGROUP_ROOT, CNI_BIN
 
 # The kubelet refuses a loopback --node-ip, looks its node name up in DNS and otherwise takes
 # the address of the default route's interface (so hostNetwork pods and probes would use the
 # machine's outside address). A --hostname-override that is an IP is taken as the node's
 # address as it is: the node is named 127.0.0.1, and nothing is looked up.
 NODE_NAME = "127.0.0.1"
-BRIDGE = "bgjob0"
-POD_CIDR = "10.244.0.0/24"
-CGROUP_ROOT = "bgjob-node"
 STATE = Path("/run/bgjob-node")  # short: unix socket paths are limited to 108 bytes
 DATA = Path("/var/tmp/bgjob-node")  # images and pod volumes: on disk, /run may be a small tmpfs
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-CNI_BIN = Path("/usr/lib/cni")
 # Fixed paths of containerd, CNI and the kubelet outside their configured roots (network
 # namespaces, shim sockets, CNI's result cache, pod logs and their links, the device-plugin
 # socket): each gets a tmpfs in the node's own mount namespace.
@@ -232,76 +229,14 @@ class RealNode:
     def _write_configs(self) -> None:
         s = self.state
         (s / "net.d").mkdir(parents=True, exist_ok=True)
-        (s / "net.d" / "10-bgjob.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0", "name": "bgjob",
-            "plugins": [
-                {"type": "bridge", "bridge": BRIDGE, "isGateway": False, "isDefaultGateway": False,
-                 "ipMasq": False, "hairpinMode": False,
-                 "ipam": {"type": "host-local", "dataDir": str(s / "ipam"),
-                          "ranges": [[{"subnet": POD_CIDR}]]}},
-                {"type": "loopback"},
-            ],
-        }, indent=1))
-        (s / "containerd.toml").write_text(f"""version = 2
-root = "{DATA}/containerd/root"
-state = "{s}/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{self.socket}"
-[ttrpc]
-  address = "{self.socket}.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{DATA}/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN}"
-    conf_dir = "{s}/net.d"
-""")
+        (s / "net.d" / "10-bgjob.conflist").write_text(nodeconfig.cni_conflist(s))
+        (s / "containerd.toml").write_text(nodeconfig.containerd_toml(s, DATA, self.socket))
         # Nothing to resolve names off the machine: pods get an empty resolver list.
         (s / "resolv.conf").write_text("options ndots:1\n")
-        pki = self.cluster.pki
         self.kubelet_port = localcluster.free_port()
         self.healthz_port = localcluster.free_port()
-        (s / "kubelet.yaml").write_text(f"""apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: 127.0.0.1
-port: {self.kubelet_port}
-healthzBindAddress: 127.0.0.1
-healthzPort: {self.healthz_port}
-readOnlyPort: 0
-authentication:
-  anonymous: {{enabled: false}}
-  webhook: {{enabled: true}}
-  x509: {{clientCAFile: {pki / 'ca.crt'}}}
-authorization: {{mode: Webhook}}
-containerRuntimeEndpoint: unix://{self.socket}
-cgroupDriver: cgroupfs
-cgroupRoot: /{CGROUP_ROOT}
-failCgroupV1: false
-failSwapOn: false
-resolvConf: {s / 'resolv.conf'}
-evictionHard: {{memory.available: 50Mi, nodefs.available: 1%, imagefs.available: 1%,
-  nodefs.inodesFree: 1%}}
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-makeIPTablesUtilChains: false
-serializeImagePulls: false
-maxPods: 50
-""")
+        (s / "kubelet.yaml").write_text(nodeconfig.kubelet_yaml(
+            s, self.socket, self.cluster.pki / "ca.crt", self.kubelet_port, self.healthz_port))
 
     def _start_containerd(self) -> None:
         for shared in SHARED_DIRS:  # mount points for the tmpfs below; removed again if ours
