@@ -7,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 import nodeconfig
+import realnode
 
 STATE, DATA, SOCK = Path("/run/n"), Path("/var/tmp/n"), Path("/run/n/containerd.sock")
 
@@ -43,3 +45,12 @@ def test_the_kubelet_listens_on_loopback_only_and_touches_no_iptables() -> None:
     assert conf["makeIPTablesUtilChains"] is False
     assert conf["containerRuntimeEndpoint"] == f"unix://{SOCK}"
     assert conf["cgroupRoot"] == f"/{nodeconfig.CGROUP_ROOT}"
+
+
+def test_without_root_the_real_node_fails_naming_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(realnode.os, "geteuid", lambda: 1000)
+    why = realnode.missing()
+    assert why and "root" in why
+    assert all(pkg in why for pkg in ("containerd", "runc", "containernetworking-plugins",
+                                      "buildah", "mmdebstrap"))
