@@ -49,7 +49,7 @@ def test_the_kubelet_listens_on_loopback_only_and_touches_no_iptables() -> None:
 
 def test_without_root_the_real_node_fails_naming_what_to_install(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(realnode.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
     why = realnode.missing()
     assert why and "root" in why
     assert all(pkg in why for pkg in ("containerd", "runc", "containernetworking-plugins",
