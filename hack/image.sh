@@ -9,6 +9,8 @@
 #   hack/image.sh retag SRC DST OUT.tar  DST: SRC with one more label (a changed image for the
 #                                    upgrade test: same files, another image ID)
 #
+# Node and retagged images are committed with --timestamp 0: the same input gives the same
+# image, so repeated runs leave no dangling copies behind.
 # Env: IMAGE (default localhost/bgjob/bgjob-operator:dev), BASE_IMAGE (default: the local
 # Debian base below; set python:3.12-slim where a registry is reachable).
 # With Docker instead: docker build -t bgjob/bgjob-operator:0.1.0 .
@@ -51,7 +53,7 @@ node_images() {
   ctr=$(buildah from scratch)
   buildah copy "$ctr" "$stage/pause/pause" /pause >/dev/null
   buildah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
-  buildah commit --quiet --rm "$ctr" "$PAUSE_IMAGE" >/dev/null
+  buildah commit --quiet --rm --timestamp 0 "$ctr" "$PAUSE_IMAGE" >/dev/null
   rm -f "$out/pause.tar"
   buildah push --quiet "$PAUSE_IMAGE" "docker-archive:$out/pause.tar:$PAUSE_IMAGE"
   # busybox for the examples (busybox:1.36): Debian's static busybox and its applet links.
@@ -62,7 +64,7 @@ node_images() {
   ctr=$(buildah from scratch)
   buildah copy "$ctr" "$stage/busybox" / >/dev/null
   buildah config --cmd '["sh"]' --env PATH=/bin "$ctr"
-  buildah commit --quiet --rm "$ctr" "$BUSYBOX_IMAGE" >/dev/null
+  buildah commit --quiet --rm --timestamp 0 "$ctr" "$BUSYBOX_IMAGE" >/dev/null
   rm -f "$out/busybox.tar"
   buildah push --quiet "$BUSYBOX_IMAGE" "docker-archive:$out/busybox.tar:$BUSYBOX_IMAGE"
 }
@@ -93,8 +95,8 @@ local_base() {
 
 if [ "${1:-}" = retag ]; then
   ctr=$(buildah from --pull=never "$2")
-  buildah config --label "dev.bgjob.rebuilt=$(date +%s%N)" "$ctr"
-  buildah commit --quiet --rm "$ctr" "$3" >/dev/null
+  buildah config --label dev.bgjob.rebuilt=1 "$ctr"
+  buildah commit --quiet --rm --timestamp 0 "$ctr" "$3" >/dev/null
   rm -f "$4"
   buildah push --quiet "$3" "docker-archive:$4:$3"
   exit 0
