@@ -86,8 +86,8 @@ local_base() {
       --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
       --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
       --customize-hook="chroot \"\$1\" dpkg --purge $perl >/dev/null" \
-      bookworm "$tar.part"
-    mv "$tar.part" "$tar"
+      bookworm "$work/base.part.tar"  # the extension selects mmdebstrap's output format
+    mv "$work/base.part.tar" "$tar"
   fi
   podman import --quiet --change 'CMD ["python3"]' "$tar" "$LOCAL_BASE" >/dev/null
   rm -f "$tar"
