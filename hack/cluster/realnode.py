@@ -54,7 +54,8 @@ DATA = Path("/var/tmp/bgjob-node")  # images and pod volumes: on disk, /run may 
 SHARED_DIRS = tuple(Path(p) for p in ("/run/netns", "/run/containerd", "/var/lib/cni",
                                       "/var/log/pods", "/var/log/containers",
                                       "/var/lib/kubelet"))
-PACKAGES = "containerd runc containernetworking-plugins buildah podman mmdebstrap busybox-static"
+PACKAGES = ("containerd runc containernetworking-plugins buildah podman mmdebstrap busybox-static"
+            " gcc libc6-dev")
 
 
 def missing() -> str | None:
