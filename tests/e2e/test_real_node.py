@@ -14,6 +14,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+import yaml
 
 import realnode
 from tests.conftest import ROOT, eventually
@@ -220,7 +221,10 @@ def test_helm_uninstall_keeps_the_crd_and_every_backgroundjob(release: RealClust
         return sorted(d["metadata"]["name"] for d in items["items"])
 
     before = names(NS), names(EXAMPLES_NS)
-    assert len(before[0]) == 5 and len(before[1]) == 6
+    examples = sorted(d["metadata"]["name"] for f in (ROOT / "examples").glob("*.yaml")
+                      for d in yaml.safe_load_all(f.read_text())
+                      if d and d["kind"] == "BackgroundJob")
+    assert len(before[0]) == 5 and before[1] == examples
     out = release.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait")
     assert "kept due to the resource policy" in out.stdout + out.stderr
     eventually(lambda: not release.operator_pods(), 60, what="the operator pod gone")
