@@ -41,6 +41,10 @@ CONTROLLERS = ",".join(
         "clusterrole-aggregation-controller",
     ]
 )
+# A real node (realnode.py) runs Deployments and mounts ServiceAccount tokens: these too.
+REAL_NODE_CONTROLLERS = ",".join(
+    ["deployment-controller", "replicaset-controller", "root-ca-certificate-publisher-controller"]
+)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -117,6 +121,7 @@ class LocalCluster:
     workdir: Path
     bin_dir: Path = field(default_factory=build)
     with_pod_driver: bool = True
+    real_node: bool = False  # a kubelet will join (realnode.py): admission and controllers for it
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     api_port: int = 0
 
@@ -210,7 +215,11 @@ class LocalCluster:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--disable-admission-plugins=ServiceAccount",
+            *([] if self.real_node else ["--disable-admission-plugins=ServiceAccount"]),
+            # logs and exec through a real kubelet (its webhook authorizes system:masters)
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
+            "--kubelet-preferred-address-types=InternalIP",  # never a DNS lookup of a node name
             f"--audit-log-path={self.logs / 'audit.log'}",
             f"--audit-policy-file={self._audit_policy()}",
             "--audit-log-maxsize=200", "--audit-log-maxbackup=1",
@@ -229,7 +238,8 @@ class LocalCluster:
             f"--root-ca-file={pki / 'ca.crt'}",
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
-            f"--controllers={CONTROLLERS}",
+            f"--controllers={CONTROLLERS}"
+            + (f",{REAL_NODE_CONTROLLERS}" if self.real_node else ""),
             "--concurrent-cron-job-syncs=5", "--v=1",
         ])
         self._wait_http("kube-controller-manager", f"https://127.0.0.1:{kcm_port}/healthz", 60,
@@ -278,8 +288,9 @@ class LocalCluster:
 
 
 @contextlib.contextmanager
-def running(workdir: Path, with_pod_driver: bool = True) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(workdir=workdir, with_pod_driver=with_pod_driver)
+def running(workdir: Path, with_pod_driver: bool = True,
+            real_node: bool = False) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(workdir=workdir, with_pod_driver=with_pod_driver, real_node=real_node)
     try:
         yield cluster.start()
     finally:

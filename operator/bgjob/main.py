@@ -188,8 +188,12 @@ async def run(args: argparse.Namespace) -> None:
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: through the official client's in-cluster config, which honours
+        # KUBERNETES_SERVICE_HOST/PORT as bgjob.k8s does; kopf's login_with_service_account
+        # always dials kubernetes.default.svc, which a pod without cluster DNS cannot resolve
+        # (found on the real node: kopf never connected while the rest of the process did).
         return kopf.login_with_kubeconfig(**kwargs) if not os.environ.get(
-            "KUBERNETES_SERVICE_HOST") else kopf.login_with_service_account(**kwargs)
+            "KUBERNETES_SERVICE_HOST") else kopf.login_via_client(**kwargs)
 
     runners = await serving.start(args.listen_address, args.metrics_port, args.health_port,
                                   metrics, health)

@@ -38,6 +38,12 @@ PROBE_TIMEOUT = 5.0
 READY_WINDOW = 20.0
 KOPF_ERROR_WINDOW = 20.0  # kopf retries a failed request after 1-2 s, so errors keep coming
 KOPF_CLIENT_LOGGERS = "kopf._cogs.clients"
+# kopf logs a failed request through its caller's logger (kopf._core.reactor.observation for the
+# start-up discovery, kopf.objects for patches), not its client module's: listen to all of kopf
+# and pick the failed requests by their wording. Seen on the real node: a pod went Ready while
+# every discovery request failed, because the records came from the observation logger.
+KOPF_LOGGER = "kopf"
+KOPF_FAILED_REQUEST = "Request attempt "
 
 
 @dataclass
@@ -80,13 +86,16 @@ class KopfErrors(logging.Handler):
         self.clock = clock
 
     def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith(KOPF_FAILED_REQUEST):
+            return
         self.health.kopf_error_at = self.clock()
-        self.health.kopf_error = record.getMessage()[:300]
+        self.health.kopf_error = message[:300]
 
     @classmethod
     def attach(cls, health: Health) -> KopfErrors:
         handler = cls(health)
-        logging.getLogger(KOPF_CLIENT_LOGGERS).addHandler(handler)
+        logging.getLogger(KOPF_LOGGER).addHandler(handler)
         return handler
 
 

@@ -49,3 +49,21 @@ def test_kopfs_failed_requests_are_noted_and_others_are_not() -> None:
                                       + health.kopf_error)
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_failed_request_logged_by_kopfs_observation_logger_makes_the_pod_unready() -> None:
+    """As on the real node: kopf's start-up discovery could not resolve its server, and each
+    failure came through kopf._core.reactor.observation; a handler error is not a request."""
+    health = healthy_at(45.0)
+    handler = serving.KopfErrors.attach(health)
+    handler.clock = lambda: 42.0
+    try:
+        logging.getLogger("kopf.objects").error("Handler 'event' failed with an exception")
+        assert health.kopf_error_at is None
+        logging.getLogger("kopf._core.reactor.observation").error(
+            "Request attempt #5/9 failed; will retry: GET https://kubernetes.default.svc/apis "
+            "-> ClientConnectorDNSError")
+        assert health.kopf_error_at == 42.0
+        assert health.ready(50.0)[0] is False
+    finally:
+        logging.getLogger(serving.KOPF_LOGGER).removeHandler(handler)
