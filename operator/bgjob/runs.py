@@ -157,7 +157,7 @@ def step_run_now(ctx: Pass) -> None:
         if params else None)
     # Answered once, whatever the API says: a refused run is an event, not a retry loop.
     ctx.handled_run_now(decision.token)
-    ctx.plan(CreateJob(manifest, f"manual run {decision.token!r}"))
+    ctx.plan(CreateJob(manifest, f"manual run {decision.token!r}", due=ctx.run_now_seen))
 
 
 def step_retries(ctx: Pass) -> None:
@@ -190,7 +190,8 @@ def step_retries(ctx: Pass) -> None:
                 ctx.bj, spec, job_name, "retry", attempt=pending.attempt,
                 scheduled=st.parse_time(pending.scheduled_time),
                 params=pending.parameters, extra_annotations=extra)
-            ctx.plan(CreateJob(manifest, f"retry of {pending.job}", _retry_undo(pending)))
+            ctx.plan(CreateJob(manifest, f"retry of {pending.job}", _retry_undo(pending),
+                               due=due))
         started += 1
     stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries + started})
     ctx.new = ctx.new.model_copy(update={"stats": stats})
@@ -264,7 +265,7 @@ def _start_scheduled(ctx: Pass, due: datetime) -> bool:
         def undo(ctx: Pass) -> None:  # not created: the time stays unmet, tried again
             ctx.new = ctx.new.model_copy(update={"last_schedule_time": before})
 
-        ctx.plan(CreateJob(manifest, f"scheduled run due {st.fmt(due)}", undo))
+        ctx.plan(CreateJob(manifest, f"scheduled run due {st.fmt(due)}", undo, due=due))
     ctx.new = ctx.new.model_copy(update={"last_schedule_time": st.fmt(due)})
     return True
 
