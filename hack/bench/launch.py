@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 
 import aiohttp
 import bench
+from profiler import Profiler
 
 import localcluster
 
@@ -204,7 +203,8 @@ def _ts(text: str) -> float:
 
 async def launch(admin: bench.Api, op: bench.OperatorProc, audit: bench.Audit, m: int,
                  lead: float, gap: float,
-                 during_lead: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
+                 during_lead: Callable[[], Awaitable[None]] | None = None,
+                 prof: Profiler | None = None) -> dict[str, Any]:
     """M operator-timed runs due at T1, M CronJob-mode runs due at T2 = T1 + gap, the first
     minute boundary that leaves ``lead`` seconds for the schedule edits (and ``during_lead``,
     which must end before T1)."""
@@ -231,6 +231,8 @@ async def launch(admin: bench.Api, op: bench.OperatorProc, audit: bench.Audit, m
     if during_lead is not None:
         await during_lead()
     margin = t1.timestamp() - time.time()  # < 0: the setup overran T1 (reported)
+    if prof is not None:
+        prof.start(op, "launch")
     cpu0, mark = op.cpu_seconds(), audit.mark()
     op_jobs = {bench_scheduled_name(f"bj-{i}", t1) for i in range(m)}
 
@@ -243,6 +245,8 @@ async def launch(admin: bench.Api, op: bench.OperatorProc, audit: bench.Audit, m
     await bench.wait_for("launched runs shown in status", all_shown, 0.5,
                          t2.timestamp() - time.time() + LAUNCH_TIMEOUT)
     await asyncio.sleep(3)
+    if prof is not None:
+        prof.stop()
     cpu = op.cpu_seconds() - cpu0
     writes = audit.writes(mark)
     watcher.stop()
@@ -302,7 +306,7 @@ async def make_history(admin: bench.Api, ns: str, count: int, offset: int) -> No
 
 
 async def run_launch_cell(n: int, m: int, lead: float, gap: float, restart_in_lead: bool,
-                          work: Path) -> dict[str, Any]:
+                          work: Path, prof: Profiler) -> dict[str, Any]:
     cell: dict[str, Any] = {"n": n, "m": m, "load_start": load()}
     with localcluster.running(work / f"launch-plane-{n}") as lc:
         kc = bench.operator_identity(lc, work)
@@ -319,6 +323,7 @@ async def run_launch_cell(n: int, m: int, lead: float, gap: float, restart_in_le
                 await bench.create_namespace(admin, ns)
             started = time.monotonic()
             mark = audit.mark()
+            prof.start(op, f"history-n{n}")
             await make_history(admin, LAUNCH_NS, 2 * m, 0)
             await make_history(admin, HIST_NS, n - 2 * m, 2 * m)
             cell["history_created_seconds"] = time.monotonic() - started
@@ -330,19 +335,23 @@ async def run_launch_cell(n: int, m: int, lead: float, gap: float, restart_in_le
 
             await bench.wait_for("history settled", settled, 2.0, SETTLE_TIMEOUT)
             cell["history_settled_seconds"] = time.monotonic() - started
+            prof.stop()
             cell["history_writes"] = dict(audit.writes(mark))
             await asyncio.sleep(3)
             cell["rss_kib_history"] = op.rss_kib()
             cell["peak_rss_kib_history"] = peak_rss_kib(op)
             cell["load_history"] = load()
+            await asyncio.to_thread(prof.heap, op, f"history-n{n}")
 
             async def restart() -> None:
                 op.stop()
                 mark = audit.mark()
                 op.start()
+                prof.start(op, f"restart-n{n}")
                 await bench.wait_for("restart processed", lambda: asyncio.sleep(
                     0, op.ready() and op.processed() >= n), 0.1, SETTLE_TIMEOUT)
                 cell["restart_seconds"] = time.monotonic() - op.started
+                prof.stop()
                 await asyncio.sleep(3)
                 cell["restart_writes"] = sum(audit.writes(mark).values())
                 cell["restart_peak_rss_kib"] = peak_rss_kib(op)
@@ -353,84 +362,8 @@ async def run_launch_cell(n: int, m: int, lead: float, gap: float, restart_in_le
             if not restart_in_lead:
                 await restart()
             cell["launch"] = await launch(admin, op, audit, m, lead, gap,
-                                          restart if restart_in_lead else None)
+                                          restart if restart_in_lead else None, prof)
         finally:
             op.stop()
             await admin.close()
     return cell
-
-
-def crossing(cells: list[dict[str, Any]], limit_mib: float, key: str) -> int | None:
-    """The N at which ``key`` (RSS, KiB) would reach the limit, by a straight line through
-    the N = 0 reading and the largest N measured."""
-    big = max(cells, key=lambda c: c["n"])
-    slope = float(big[key] - big["rss_kib_n0"]) / float(big["n"])
-    if slope <= 0:
-        return None
-    return math.floor((limit_mib * 1024 - float(big["rss_kib_n0"])) / slope)
-
-
-def tally(c: Counter[str]) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in sorted(c.items())) or "0"
-
-
-def memory_summary(cells: list[dict[str, Any]], limit_mib: float) -> dict[str, Any]:
-    """RSS with history against N, and where the chart's default limit would be crossed."""
-    return {
-        "chart_limit_mib": limit_mib,
-        "points": [{"n": c["n"], "rss_mib_n0": c["rss_kib_n0"] / 1024,
-                    "rss_mib_history": c["rss_kib_history"] / 1024,
-                    "restart_rss_mib": c["restart_rss_kib"] / 1024,
-                    "restart_peak_mib": c["restart_peak_rss_kib"] / 1024,
-                    "launch_peak_mib": c["launch"]["peak_rss_kib"] / 1024,
-                    "kib_per_bj_with_history": (c["rss_kib_history"] - c["rss_kib_n0"])
-                    / c["n"]} for c in cells],
-        "limit_crossed_at_n_steady": crossing(cells, limit_mib, "rss_kib_history"),
-        "limit_crossed_at_n_restart_peak": crossing(cells, limit_mib, "restart_peak_rss_kib"),
-    }
-
-
-def _q(d: dict[str, float]) -> str:
-    return f"{d['p50']:.2f} / {d['p99']:.2f} / {d['max']:.2f}" if d.get("n") else "-"
-
-
-def _load(values: list[float]) -> str:
-    return "/".join(f"{v:.1f}" for v in values)
-
-
-def table(result: dict[str, Any]) -> str:
-    cells = result.get("launch_cells") or []
-    if not cells:
-        return ""
-    rows = ["What users feel (launch cells): M runs of each mode due in the same minute among N "
-            "BackgroundJobs, each with 3 succeeded + 1 failed Job kept. Seconds as "
-            "p50 / p99 / max; load = 1/5/15-minute load averages at the time.", "",
-            "| N | M | op-timed: due → Job created | op-timed: status lag | CronJob: due → "
-            "created by the CronJob controller | CronJob: due → admitted by us | CronJob: "
-            "status lag | status patches / run | CPU ms / run | load |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for c in cells:
-        la = c["launch"]
-        o, k = la["operator_timed"], la["cronjob_mode"]
-        rows.append(f"| {c['n']} | {c['m']} | {_q(o['due_to_created'])} | {_q(o['status_lag'])}"
-                    f" | {_q(k['due_to_created_by_cronjob_controller'])} | "
-                    f"{_q(k['due_to_admitted'])} | {_q(k['status_lag'])} | "
-                    f"{la['status_patches_per_run']:.2f} | {la['cpu_ms_per_run']:.1f} | "
-                    f"{_load(la['load'])} |")
-    rows += ["", "| N | RSS empty (MiB) | RSS with history (MiB) | KiB per BJ with history | "
-             "history settled (s) | restart (s) / writes | restart peak RSS (MiB) | "
-             "launch peak RSS (MiB) | load |", "|---|---|---|---|---|---|---|---|---|"]
-    for c in cells:
-        rows.append(f"| {c['n']} | {c['rss_kib_n0'] / 1024:.0f} | "
-                    f"{c['rss_kib_history'] / 1024:.0f} | "
-                    f"{(c['rss_kib_history'] - c['rss_kib_n0']) / c['n']:.1f} | "
-                    f"{c['history_settled_seconds']:.0f} | {c['restart_seconds']:.1f} / "
-                    f"{c['restart_writes']} | {c['restart_peak_rss_kib'] / 1024:.0f} | "
-                    f"{c['launch']['peak_rss_kib'] / 1024:.0f} | {_load(c['load_restart'])} |")
-    mem = result.get("memory") or {}
-    if mem:
-        rows.append("")
-        rows.append(f"- chart default memory limit {mem['chart_limit_mib']:.0f} MiB: crossed at "
-                    f"N ≈ {mem['limit_crossed_at_n_steady']} (steady, with history), "
-                    f"N ≈ {mem['limit_crossed_at_n_restart_peak']} (peak after a restart)")
-    return "\n".join(rows)
