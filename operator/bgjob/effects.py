@@ -17,6 +17,7 @@ from typing import Any
 from bgjob import accounting, api, manifests
 from bgjob import status as st
 from bgjob.expectations import Expectations
+from bgjob.informer import slim
 from bgjob.k8s import AlreadyExists, Invalid, Kube, KubeError, NotFound
 from bgjob.metrics import Metrics
 from bgjob.passctx import CancelRuns, CreateJob, Pass, SpecProblem
@@ -84,7 +85,10 @@ class Effects:
 
     def remember(self, ctx: Pass, job: dict[str, Any]) -> None:
         ctx.jobs[job["metadata"]["name"]] = job
-        self.expect.wrote_job((ctx.ns, ctx.name), job)
+        # Kept until the informer shows it, in the informer's own shape: the API's answer has
+        # managed fields and the pod template, which no pass reads (tracemalloc: the answers
+        # to finalizer releases were the second largest part of the heap after a burst).
+        self.expect.wrote_job((ctx.ns, ctx.name), slim(job, keep_spec=False))
 
     def create_job(self, ctx: Pass, manifest: dict[str, Any], what: str,
                    due: datetime | None = None) -> bool | None:

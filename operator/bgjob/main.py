@@ -131,6 +131,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # The handler returns at once (the work queue runs the pass), so a per-object worker has
+    # nothing to wait for: let it go soon, with the raw event it holds (5 s by default).
+    settings.batching.idle_timeout = 0.5
     # No batching.worker_limit: kopf holds every object's worker until all indexes finished
     # their initial listing, and a global limit below the number of objects deadlocks the
     # start (found by the benchmark: 100 BackgroundJobs and a limit of 64 never started).
