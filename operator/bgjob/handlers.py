@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -43,6 +44,9 @@ class Controller:
         self.metrics = metrics
         self.reconciler = Reconciler(kube, metrics=metrics)
         self.bgjobs: dict[Key, bytes] = {}  # the newest body kopf delivered, packed
+        # The run-now token of each BackgroundJob and when this process first saw it: a manual
+        # run is due then (bgjob_run_start_delay_seconds; the object keeps no write time).
+        self.run_now_seen: dict[Key, tuple[str, datetime]] = {}
         self.informers: dict[str, list[Informer]] = {"jobs": [], "cronjobs": []}
         self.synced = asyncio.Event()
         # Passes run only while both hold: caches synced and this replica the leader (always,
@@ -144,6 +148,9 @@ class Controller:
 
     def seen(self, key: Key, body: Any) -> None:
         self.bgjobs[key] = pack(body, keep_spec=True)
+        token = ((body.get("metadata") or {}).get("annotations") or {}).get(api.ANN_RUN_NOW)
+        if token and self.run_now_seen.get(key, ("",))[0] != token:
+            self.run_now_seen[key] = (token, datetime.now(UTC))
 
     def observe(self, key: Key) -> Observed | None:
         packed = self.bgjobs.get(key)
@@ -156,8 +163,11 @@ class Controller:
         owned = [c for c in cronjobs if any(r.get("uid") == uid for r in
                                             c["metadata"].get("ownerReferences") or [])]
         chosen = owned or cronjobs
+        current = (bj["metadata"].get("annotations") or {}).get(api.ANN_RUN_NOW)
+        seen = self.run_now_seen.get(key)
         return Observed(bj=bj, jobs=jobs, cronjob=chosen[0] if chosen else None,
-                        jobs_seen_through=jobs_through, cronjobs_seen_through=cronjobs_through)
+                        jobs_seen_through=jobs_through, cronjobs_seen_through=cronjobs_through,
+                        run_now_seen=seen[1] if seen and seen[0] == current else None)
 
     def _snapshot(self, kind: str, key: Key) -> tuple[int, list[dict[str, Any]]]:
         """The children of ``key`` from every informer of ``kind``, with the lowest number
@@ -176,6 +186,15 @@ class Controller:
         the cached body, and ``start_leading`` queues every key."""
         if self.leading:
             await self.queue.add(key)
+
+    def enqueue(self, key: Key) -> None:
+        """A pass of ``key``, without waiting for it: kopf's handler returns at once, so its
+        per-object worker (which holds the whole raw event, managed fields and all) ends
+        after ``batching.idle_timeout`` instead of living until the pass ran. Awaiting it
+        kept one worker and one event per BackgroundJob alive while thousands of passes
+        queued after a restart (tracemalloc: the largest part of the heap at that moment)."""
+        if self.leading:
+            self.queue.spawn(key)
 
     async def _pass(self, key: Key) -> float | None:
         """One reconcile of ``key`` (the queue holds its lock): the requeue delay, or None."""
@@ -204,6 +223,7 @@ class Controller:
         self.queue.add_after(key, delay)
 
     def forget(self, key: Key) -> None:
+        self.run_now_seen.pop(key, None)
         self.queue.forget(key)
         self.reconciler.forget(key)
 
@@ -219,4 +239,4 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
                 controller.pool.submit(controller._release_orphans, key)
             return
         controller.seen(key, kw["body"])
-        await controller.reconcile(key)
+        controller.enqueue(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -130,6 +131,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # The handler returns at once (the work queue runs the pass), so a per-object worker has
+    # nothing to wait for: let it go soon, with the raw event it holds (5 s by default).
+    settings.batching.idle_timeout = 0.5
     # No batching.worker_limit: kopf holds every object's worker until all indexes finished
     # their initial listing, and a global limit below the number of objects deadlocks the
     # start (found by the benchmark: 100 BackgroundJobs and a limit of 64 never started).
@@ -251,7 +255,26 @@ def _memory_report_on_sigusr1(path: str) -> None:
     signal.signal(signal.SIGUSR1, dump)
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    """glibc gives each thread that allocates its own malloc arena (up to 8 per core), and
+    memory freed in a thread's arena rarely goes back to the system. With 16 reconcile threads
+    and the informer threads, a burst of passes left RSS far above the live heap: at 1,000
+    BackgroundJobs with history 265 MiB after the burst against 167 MiB after a restart
+    (benchmark, launch cells). Two arenas is what ``MALLOC_ARENA_MAX=2`` gives; set here, before
+    any thread starts, so it holds however the operator is run. Not glibc (musl): nothing."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return  # the environment decides
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    limit_malloc_arenas()
     args = parse_args(argv)
     setup_logging(args.log_format)
     if os.environ.get("BGJOB_TRACEMALLOC"):

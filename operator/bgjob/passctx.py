@@ -36,6 +36,8 @@ class Observed:
     # (Informer.snapshot); 0 when unknown. They end an expectation on an object deleted unseen.
     jobs_seen_through: int = 0
     cronjobs_seen_through: int = 0
+    # When this process first saw the current run-now token (the due time of a manual run).
+    run_now_seen: datetime | None = None
 
 
 @dataclass
@@ -68,6 +70,9 @@ class CreateJob:
     manifest: dict[str, Any]
     what: str
     undo: Callable[[Pass], None] | None = None
+    # When the run was due, for bgjob_run_start_delay_seconds: the scheduled time, the retry's
+    # nextRetryTime, or when this process first saw the run-now token. None: not measured.
+    due: datetime | None = None
 
 
 @dataclass
@@ -122,6 +127,7 @@ class Pass:
     entry_state: dict[str, ScheduleEntryStatus] = field(default_factory=dict)
     to_delete: list[str] = field(default_factory=list)  # waiting Jobs missed: after the write
     actions: list[Action] = field(default_factory=list)  # decided, not yet applied
+    run_now_seen: datetime | None = None      # Observed.run_now_seen
 
     def __post_init__(self) -> None:
         if self.old.schedule is not None:

@@ -90,7 +90,11 @@ def _start_queued(ctx: Pass, entry: QueuedRun) -> None:
             _add_retries(ctx, -1)
         ctx.set_queue([*ctx.new.queued, entry])
 
-    ctx.plan(CreateJob(manifest, f"queued {entry.trigger} run {entry.job}", undo))
+    # Due (for bgjob_run_start_delay_seconds, so the wait in the queue shows): a run-at time,
+    # a scheduled run's time, else when the run joined the queue.
+    due = st.parse_time(entry.not_before or (entry.scheduled_time if entry.trigger
+                                             == "scheduled" else entry.since))
+    ctx.plan(CreateJob(manifest, f"queued {entry.trigger} run {entry.job}", undo, due=due))
 
 
 def _add_retries(ctx: Pass, n: int) -> None:

@@ -81,7 +81,7 @@ class Reconciler:
         # What we created, changed or deleted that the watches have not shown yet (client-go's
         # expectations, with a TTL so a lost event never wedges a BackgroundJob).
         self.expect = Expectations(self.clock)
-        self.fx = Effects(kube, self.expect)
+        self.fx = Effects(kube, self.expect, metrics, self.clock)
         # Our last status write to each BackgroundJob (response resourceVersion and status):
         # until the watch delivers an object at least that new, a pass builds on what we wrote.
         self.written: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
@@ -204,7 +204,7 @@ class Reconciler:
         return Pass(bj=bj, now=self.clock(), ns=ns, name=name, uid=uid,
                     generation=int(meta.get("generation") or 0), annotations=annotations,
                     base_rv=base_rv, old_raw=old_raw, old=old, new=old, jobs=jobs,
-                    cronjob=cronjob, orphans=orphans)
+                    cronjob=cronjob, orphans=orphans, run_now_seen=obs.run_now_seen)
 
     # -- steps 1 and 2 -------------------------------------------------------------------
 

@@ -204,7 +204,7 @@ def step_run_now(ctx: Pass) -> None:
     if verdict is Verdict.REPLACE:
         ctx.plan(CancelRuns(_names(active), f"replaced-by:{job_name}"))
     ctx.plan(CreateJob(_manual_manifest(ctx, job_name, params),
-                       f"manual run {decision.token!r}"))
+                       f"manual run {decision.token!r}", due=ctx.run_now_seen))
 
 
 def _typed_problem(ctx: Pass) -> str | None:
@@ -264,7 +264,8 @@ def step_retries(ctx: Pass) -> None:
                 scheduled=st.parse_time(pending.scheduled_time),
                 params=pending.parameters, extra_annotations=extra,
                 schedule_name=pending.schedule)
-            ctx.plan(CreateJob(manifest, f"retry of {pending.job}", _retry_undo(pending)))
+            ctx.plan(CreateJob(manifest, f"retry of {pending.job}", _retry_undo(pending),
+                               due=due))
         started += 1
     stats = ctx.new.stats.model_copy(update={"retries": ctx.new.stats.retries + started})
     ctx.new = ctx.new.model_copy(update={"stats": stats})
@@ -357,7 +358,7 @@ def _start_scheduled(ctx: Pass, due: datetime, e: schedruns.Entry) -> bool:
         def undo(ctx: Pass) -> None:  # not created: the time stays unmet, tried again
             schedruns.set_last_scheduled(ctx, e, before)
 
-        ctx.plan(CreateJob(manifest, f"scheduled run due {st.fmt(due)}", undo))
+        ctx.plan(CreateJob(manifest, f"scheduled run due {st.fmt(due)}", undo, due=due))
     schedruns.set_last_scheduled(ctx, e, st.fmt(due))
     return True
 

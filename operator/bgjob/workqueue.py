@@ -105,6 +105,10 @@ class WorkQueue(Generic[K]):
         self.timers[key] = call_later(max(0.0, delay),
                                       lambda: self._spawn(key))
 
+    def spawn(self, key: K) -> None:
+        """``add`` without waiting for it (from a caller that must not be held up)."""
+        self._spawn(key)
+
     def _spawn(self, key: K) -> None:
         # The loop keeps only weak references to tasks: hold each until it is done.
         task = asyncio.ensure_future(self.add(key))

@@ -32,13 +32,27 @@ def test_quick_benchmark_produces_every_measure(tmp_path: Path) -> None:
     assert cell["writes_per_create"]["create cronjobs"] == 1.0
     assert cell["writes_per_run"] and cell["writes_per_update"]
     for kind in ("latency_idle", "latency_burst"):
-        assert cell[kind]["triggers"] == 50 and cell[kind]["trigger_p50_ms"] > 0
-    # the repeats ran (quick mode repeats twice) and report their spread
-    assert cell["cold_spread"]["n"] == 2 and cell["restart_spread"]["n"] == 2
+        assert cell[kind]["triggers"] == 30 and cell[kind]["trigger_p50_ms"] > 0
+    # quick mode times each cell once (the full run repeats three times) and says so
+    assert cell["cold_spread"]["n"] == 1 and cell["restart_spread"]["n"] == 1
     # the operator's own write counter agrees with the API server's audit log (within the
     # few writes that can be in flight when both are read)
     check = cell["crosscheck"]
     assert check["audit_log"] > 0
     assert abs(check["operator_counter"] - check["audit_log"]) <= 0.02 * check["audit_log"] + 5
+    # what users feel: every run due at once started, was admitted and showed up in status
+    (launch,) = result["launch_cells"]
+    assert (launch["n"], launch["m"]) == (60, 20)
+    assert launch["restart_writes"] == 0 and launch["restart_seconds"] > 0
+    assert launch["rss_kib_history"] > launch["rss_kib_n0"] > 0
+    runs = launch["launch"]
+    for measure in (runs["operator_timed"]["due_to_created"], runs["operator_timed"]["status_lag"],
+                    runs["cronjob_mode"]["due_to_created_by_cronjob_controller"],
+                    runs["cronjob_mode"]["due_to_admitted"], runs["cronjob_mode"]["status_lag"]):
+        assert measure["n"] == 20, runs
+    # the operator's own histogram saw each of the 40 starts once
+    hist = runs["operator_histogram"]
+    assert hist['bgjob_run_start_delay_seconds_count{trigger="scheduled"}'] == 40, hist
+    assert result["memory"]["chart_limit_mib"] > 0
     table = (tmp_path / "quick.md").read_text()
-    assert "| 100 |" in table and "trigger latency" in table
+    assert "| 100 |" in table and "trigger latency" in table and "What users feel" in table
