@@ -38,7 +38,8 @@ MONITORING_CRDS = "\n---\n".join(json.dumps({  # just enough of the Prometheus O
                         ("PrometheusRule", "prometheusrules")))
 CONTRACT_METRICS = ["bgjob_runs_total", "bgjob_consecutive_failures", "bgjob_overdue",
                     "bgjob_missed_runs_total", "bgjob_reconcile_total", "bgjob_retries_total",
-                    "bgjob_status_condition"]  # the alerts are evaluated in test_alert_rules
+                    "bgjob_status_condition", "bgjob_stale"]
+# (the alerts themselves are evaluated in test_alert_rules)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_chart_lints_and_the_api_server_accepts_every_rendering(
             rule = next(d for d in docs if d["kind"] == "PrometheusRule")
             alerts = {r["alert"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}
             assert {"BackgroundJobFailing", "BackgroundJobRetriesExhausted",
-                    "BackgroundJobOverdue", "BgjobOperatorDown",
+                    "BackgroundJobOverdue", "BackgroundJobStale", "BgjobOperatorDown",
                     "BgjobOperatorReconcileErrors"} <= alerts.keys()
             assert all(any(m in e for m in CONTRACT_METRICS) or "up{" in e
                        for e in alerts.values())
