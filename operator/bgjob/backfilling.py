@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from bgjob import backfill, gate, manifests, retry, schedruns, timing
+from bgjob import backfill, gate, manifests, queueing, retry, schedruns, timing
 from bgjob import status as st
 from bgjob.api import BackfillStatus, ConcurrencyPolicy, RunRecord
 from bgjob.backfill import BackfillError
@@ -121,9 +121,7 @@ def step_advance(ctx: Pass) -> None:
         if name not in ctx.jobs:
             mine = [j for j in ctx.active_jobs()
                     if backfill.belongs(ctx.name, bf.id, _root(j), names)]
-            verdict = gate.decide(spec.concurrency_policy, spec.run_limit,
-                                  len(ctx.active_jobs()), queued_ahead=ctx.queued_ahead(),
-                                  queue_limit=spec.queue_limit)
+            verdict = queueing.verdict(ctx)
             if len(mine) >= _cap(ctx) or verdict is not gate.Verdict.START:
                 break  # waits: the end of a run brings the next pass
             params = entries[entry].parameters if entry in entries else {}
